@@ -1,0 +1,141 @@
+"""``manifest.json``: the description of a complete shard directory, written last."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cache_tools.format import (
+    EMBEDDINGS_FILE,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    TOKENIZER_DIR,
+    ShardError,
+)
+
+
+@dataclass
+class ShardInfo:
+    """One shard's entry in the manifest."""
+
+    name: str
+    index: int
+    num_rows: int
+    first_id: int
+    num_bytes: int
+    sha256: str
+    num_tokens: int = 0
+
+
+@dataclass
+class Manifest:
+    """Everything needed to use a shard directory without the teacher."""
+
+    teacher: str
+    teacher_fingerprint: str
+    tokenizer_fingerprint: str
+    pooling: str
+    layer: int
+    normalize: bool
+    dim: int
+    dtype: str
+    max_length: int
+    format: str
+    corpus: dict[str, Any]
+    corpus_fingerprint: str
+    settings_fingerprint: str
+    shards: list[ShardInfo]
+    num_rows: int
+    num_tokens: int
+    num_bytes: int
+    command: str
+    vocab_size: int = 0
+    embedding_dim: int = 0
+    tokenizer_dir: str = TOKENIZER_DIR
+    embeddings_file: str = EMBEDDINGS_FILE
+    created: str = ""
+    encode_seconds: float = 0.0
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.name not in raw and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ShardError(f"manifest is missing fields: {', '.join(missing)}")
+        data = {k: v for k, v in raw.items() if k in names}
+        data["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+        return cls(**data)
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    atomic_write_json(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """The manifest of a complete shard directory; ShardError with a clear message otherwise."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ShardError(f"{directory}: no such shard directory")
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ShardError(
+            f"{directory}: no {MANIFEST_NAME}; the encode run is incomplete "
+            "(rerun the same `pipeline encode` command to finish it)"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from None
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ShardError(
+            f"{path}: format version {raw.get('format_version')!r}, this tool reads {FORMAT_VERSION}"
+        )
+    return Manifest.from_dict(raw)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of a JSON-serialisable object (settings, corpus description)."""
+    payload = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]

@@ -1,0 +1,41 @@
+"""The `pipeline` command line: thin click commands that build a config and call ``run_*``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cache_tools.format import ShardError
+from pipeline.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="sra-distill")
+def cli() -> None:
+    """Distil a BERT teacher into a BiLSTM student by sentence representation approximation."""
+
+
+def main() -> None:
+    """Console entry point: known errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (UserError, ShardError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; rerun the same command to resume.", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        # Disk full, permission denied, missing file: the message is enough.
+        click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        sys.exit(2)
+
+
+# Command registration: each stage module defines its click commands.
