@@ -225,7 +225,7 @@ class CorpusReader:
         """Split documents into lines and drop empty, overlong and markup lines (counted)."""
         for text in texts:
             self.stats.documents += 1
-            for line in text.splitlines():
+            for line in text.splitlines() or [""]:
                 self.stats.lines += 1
                 if not line.strip():
                     self.stats.empty_lines += 1
@@ -285,10 +285,16 @@ class CorpusReader:
         from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
         with self._open_binary(path) as handle:
-            for _title, text, _pageid in extract_pages(handle, filter_namespaces=("0",)):
-                if not text or text.lstrip().lower().startswith("#redirect"):
-                    continue
-                yield filter_wiki(text)
+            pages = extract_pages(handle, filter_namespaces=("0",))
+            while True:
+                try:
+                    _title, text, _pageid = next(pages)
+                except StopIteration:
+                    return
+                except (ValueError, SyntaxError, EOFError, OSError) as exc:  # ParseError is a SyntaxError
+                    raise UserError(f"{path}: not a MediaWiki XML dump ({exc})") from None
+                if text and not text.lstrip().lower().startswith("#redirect"):
+                    yield filter_wiki(text)
 
     def _hub_wikipedia(self) -> Iterator[str]:
         try:

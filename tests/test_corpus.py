@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import bz2
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data.corpus import CorpusConfig, CorpusReader, bundled_wiki_sample, normalize_sentence, split_sentences
+from pipeline.errors import UserError
+
+PARAGRAPH = "The river is long. It flows into the sea near the old city. Many boats sail on it."
+
+
+def read(sources, **kwargs):
+    reader = CorpusReader(CorpusConfig(sources=[str(s) for s in sources], **kwargs))
+    return list(reader), reader.stats
+
+
+def test_plain_text_split_normalised_and_deduplicated(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(f"{PARAGRAPH}\n\n  The   river is  long.\r\nShort one.\n")
+    sentences, stats = read([path])
+    assert sentences == ["The river is long.", "It flows into the sea near the old city.",
+                         "Many boats sail on it."]
+    assert stats.duplicates == 1 and stats.too_short == 1 and stats.empty_lines == 1
+
+
+def test_limit_and_word_filters(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(PARAGRAPH + "\n")
+    assert read([path], limit=2)[0] == ["The river is long.", "It flows into the sea near the old city."]
+    assert read([path], min_words=5, max_words=8)[0] == ["Many boats sail on it."]
+
+
+def test_invalid_utf8_binary_and_overlong_lines_are_counted(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"Caf\xe9 society was very popular then.\n" + b"word " * 300 + b"\n"
+                    + b"A normal sentence is here too.\n")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(b"\x00\x01\x02 binary stuff" * 100)
+    sentences, stats = read([bad, binary], max_line_chars=1000)
+    assert sentences == ["Caf society was very popular then.", "A normal sentence is here too."]
+    assert stats.invalid_utf8_lines == 1 and stats.overlong_lines == 1 and stats.binary_files == 1
+
+
+def test_jsonl_with_broken_lines_and_missing_field(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"text": PARAGRAPH}) + "\n{broken\n" + json.dumps({"other": 1}) + "\n")
+    sentences, stats = read([path])
+    assert len(sentences) == 3 and stats.bad_records == 2
+
+
+def test_parquet_and_missing_column(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"body": [PARAGRAPH, None]}), path)
+    sentences, stats = read([path], text_column="body")
+    assert len(sentences) == 3 and stats.bad_records == 1
+    with pytest.raises(UserError, match="no column 'text'"):
+        read([path])
+
+
+def test_tsv_by_name_and_csv_by_index(tmp_path):
+    tsv = tmp_path / "e.tsv"
+    tsv.write_text('\ufeffid\tSentence\n1\tHe said "hello to all of them.\n2\tThe old king died in 1901.\n')
+    assert read([tsv], text_column="Sentence")[0] == ['He said "hello to all of them.',
+                                                      "The old king died in 1901."]
+    csv_file = tmp_path / "f.csv"
+    csv_file.write_text('"The city, by the river, grew fast.",x\n')
+    assert read([csv_file], text_column="0")[0] == ["The city, by the river, grew fast."]
+    with pytest.raises(UserError, match="needs --text-column"):
+        read([tsv])
+
+
+def test_wiki_dump_markup_is_stripped(tmp_path):
+    dump = tmp_path / "enwiki-test-pages-articles.xml.bz2"
+    page = ("<page><title>T</title><ns>0</ns><id>1</id><revision><text>"
+            "{{Infobox|a=b}}\n'''Foo''' is a [[bar|small town]] in the north of the land."
+            "&lt;ref&gt;x&lt;/ref&gt;"
+            "\n== History ==\nIt was founded in 1850 by some settlers.\n* a list item here"
+            "</text></revision></page>")
+    dump.write_bytes(bz2.compress(f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">{page}</mediawiki>'.encode()))
+    sentences, stats = read([dump])
+    assert sentences == ["Foo is a small town in the north of the land.",
+                         "It was founded in 1850 by some settlers."]
+    assert stats.markup_lines >= 1
+
+
+def test_xml_that_is_not_a_dump_is_a_clear_error(tmp_path):
+    path = tmp_path / "notes-pages-articles.xml"
+    path.write_text("<notes><note>hello</note></notes>")
+    with pytest.raises(UserError, match="not a MediaWiki XML dump"):
+        read([path])
+
+
+def test_wikiextractor_directory(tmp_path):
+    folder = tmp_path / "extracted" / "AA"
+    folder.mkdir(parents=True)
+    (folder / "wiki_00").write_text(f'<doc id="1" url="u" title="T">\nT\n\n{PARAGRAPH}\n</doc>\n')
+    (tmp_path / "extracted" / "README.md").write_text("Not corpus text at all, skip this file.\n")
+    sentences, _ = read([tmp_path / "extracted"])
+    assert len(sentences) == 3
+
+
+def test_bundled_sample_dump_is_real_wikipedia():
+    sentences, stats = read([bundled_wiki_sample()], limit=50)
+    assert len(sentences) == 50 and stats.documents >= 1
+    assert sentences[0].startswith("Anarchism is a political philosophy")
+
+
+def test_missing_path_and_empty_directory(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read([tmp_path / "nope.txt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no corpus files"):
+        read([tmp_path / "empty"])
+
+
+def test_wikitext_escapes_and_crlf(tmp_path):
+    path = tmp_path / "wiki.valid.raw"
+    path.write_bytes(b" = Title = \r\n The 1 @,@ 000 people lived in a well @-@ known town .\r\n")
+    assert read([path])[0] == ["The 1,000 people lived in a well-known town ."]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=400))
+def test_splitter_and_normaliser_never_fail_and_keep_words(text):
+    sentences = [normalize_sentence(s) for s in split_sentences(text)]
+    assert all(s == s.strip() and "  " not in s for s in sentences)
+    kept = " ".join(sentences).split()
+    assert len(kept) <= len(normalize_sentence(text).split()) + len(sentences)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=600))
+def test_reader_survives_arbitrary_bytes(tmp_path_factory, blob):
+    path = tmp_path_factory.mktemp("fuzz") / "x.txt"
+    path.write_bytes(blob)
+    sentences, stats = read([path], min_words=1)
+    assert len(sentences) == stats.sentences_kept
+    assert all(s and "\x00" not in s for s in sentences)
