@@ -300,7 +300,8 @@ def load_task_tsv(glue_dir: str | Path, name: str, with_test: bool = False) -> T
             stem: read_task_file(task, folder / f, f.removesuffix(".tsv"), task.test)
             for stem, f in task.test_files.items()
         }
-        if task.name == "MNLI":
+        # AX is optional: without diagnostic/diagnostic.tsv there is just no AX.tsv
+        if task.name == "MNLI" and Path(glue_dir).joinpath(*DIAGNOSTIC_FILE).is_file():
             test[DIAGNOSTIC] = read_diagnostic(glue_dir)
     return TaskData(task, train, dev, test, source=str(folder))
 

@@ -43,3 +43,6 @@ from pipeline.encode_cmd import encode, shards_info  # noqa: E402
 
 cli.add_command(encode)
 cli.add_command(shards_info)
+from pipeline.glue_cmd import glue_eval  # noqa: E402
+
+cli.add_command(glue_eval)

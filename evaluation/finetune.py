@@ -1,0 +1,207 @@
+"""Fine-tuning one system on one task: the training loop, prediction and model selection.
+
+Model selection looks at the dev set(s) only: after every epoch the model is scored on dev, the
+best epoch's weights are kept, and training stops after ``patience`` epochs without improvement.
+Test sets are only ever predicted with the selected weights (their labels are hidden anyway).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.glue import GlueSplit, GlueTask
+from evaluation.backbones import Backbone, pad_batch
+from evaluation.heads import TaskModel
+from evaluation.metrics import predictions_from_outputs, split_metrics, task_score
+from pipeline.teacher import autocast_context
+
+EVAL_BATCH_FACTOR = 4  # prediction needs no gradients: larger batches fit
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings of one fine-tuning run."""
+
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 1e-3  # the head, and the whole model for BiLSTM students
+    encoder_lr: float | None = None  # the backbone when it differs (the BERT teacher)
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the steps with a linearly rising learning rate
+    grad_clip: float = 1.0
+    patience: int = 2
+    kd_alpha: float = 0.5  # weight of the hard-label loss when teacher logits are given
+    seed: int = 0
+
+
+@dataclass
+class Encoded:
+    """A tokenized split: ragged token ids for each side, labels, optional teacher logits."""
+
+    tokens_a: list[np.ndarray]
+    tokens_b: list[np.ndarray] | None
+    labels: np.ndarray | None  # (N,)
+    targets: np.ndarray | None = None  # (N, C) teacher logits for distillation
+
+    def __len__(self) -> int:
+        return len(self.tokens_a)
+
+    def lengths(self) -> np.ndarray:
+        longest = [len(t) for t in self.tokens_a]
+        if self.tokens_b is not None:
+            longest = np.maximum(longest, [len(t) for t in self.tokens_b])
+        return np.asarray(longest)
+
+
+def encode_split(backbone: Backbone, split: GlueSplit) -> Encoded:
+    return Encoded(
+        backbone.tokenize(split.text_a),
+        None if split.text_b is None else backbone.tokenize(split.text_b),
+        split.labels,
+    )
+
+
+@dataclass
+class FinetuneResult:
+    best_epoch: int
+    dev_metrics: dict[str, float]  # all dev splits, suffixed keys (MNLI: acc_m, acc_mm)
+    score: float  # the task score of dev_metrics
+    history: list[dict] = field(default_factory=list)
+
+
+def finetune(
+    model: TaskModel,
+    task: GlueTask,
+    train: Encoded,
+    dev: dict[str, Encoded],
+    settings: TrainSettings,
+    device: torch.device,
+    log: Callable[[dict], None] = lambda record: None,
+) -> FinetuneResult:
+    """Train ``model`` in place; on return it holds the weights of the best dev epoch."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    model.to(device)
+    steps = settings.epochs * -(-len(train) // settings.batch_size)
+    optimizer, scheduler = _optimizer(model, settings, steps)
+    scaler = _grad_scaler(device)
+    best: tuple[FinetuneResult, dict] | None = None
+    history: list[dict] = []
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        loss = _train_epoch(model, task, train, settings, device, rng, optimizer, scheduler, scaler)
+        metrics = evaluate(model, task, dev, settings.batch_size, device)
+        record = {"epoch": epoch, "train_loss": loss, **metrics, "dev_score": task_score(metrics),
+                  "seconds": round(time.perf_counter() - started, 2)}
+        history.append(record)
+        log(record)
+        if best is None or record["dev_score"] > best[0].score:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best = (FinetuneResult(epoch, metrics, record["dev_score"]), state)
+        elif epoch - best[0].best_epoch >= settings.patience:
+            break
+    result, state = best
+    model.load_state_dict(state)
+    result.history = history
+    return result
+
+
+def _optimizer(model: TaskModel, settings: TrainSettings, steps: int):
+    encoder_lr = settings.encoder_lr or settings.lr
+    groups = [
+        {"params": list(model.backbone.parameters()), "lr": encoder_lr},
+        {"params": list(model.head.parameters()), "lr": settings.lr},
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    warmup = max(1, int(settings.warmup * steps))
+
+    def schedule(step: int) -> float:
+        # linear warm-up, then linear decay to zero at the last step
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
+    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler("cuda", enabled=fp16)
+
+
+def _train_epoch(model, task, train, settings, device, rng, optimizer, scheduler, scaler) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for rows in _batches(rng.permutation(len(train)), settings.batch_size):
+        ids, lengths = _collate(train, rows, model.backbone.pad_id)
+        with autocast_context(device):
+            outputs = model(ids.to(device), lengths)  # (B, C)
+        loss = task_loss(task, outputs.float(), train, rows, settings.kd_alpha, device)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.item() * len(rows)
+        count += len(rows)
+    return total / max(count, 1)
+
+
+def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.ndarray,
+              kd_alpha: float, device: torch.device) -> torch.Tensor:
+    """Cross-entropy (MSE for STS-B) on the labels; with teacher logits, Tang et al. (2019):
+    ``alpha * hard + (1 - alpha) * MSE(student logits, teacher logits)``."""
+    labels = torch.as_tensor(data.labels[rows], device=device)  # (B,)
+    if task.regression:
+        hard = nn.functional.mse_loss(outputs[:, 0], labels.float())
+    else:
+        hard = nn.functional.cross_entropy(outputs, labels.long())
+    if data.targets is None:
+        return hard
+    targets = torch.as_tensor(data.targets[rows], device=device, dtype=torch.float32)  # (B, C)
+    return kd_alpha * hard + (1.0 - kd_alpha) * nn.functional.mse_loss(outputs, targets)
+
+
+@torch.inference_mode()
+def predict(model: TaskModel, data: Encoded, batch_size: int, device: torch.device) -> np.ndarray:
+    """Model outputs (N, C) in the order of ``data``; batches of similar length for speed."""
+    model.eval().to(device)
+    order = np.argsort(-data.lengths(), kind="stable")
+    outputs = np.zeros((len(data), model.head.mlp[-1].out_features), dtype=np.float32)
+    for rows in _batches(order, batch_size * EVAL_BATCH_FACTOR):
+        ids, lengths = _collate(data, rows, model.backbone.pad_id)
+        with autocast_context(device):
+            outputs[rows] = model(ids.to(device), lengths).float().cpu().numpy()
+    return outputs
+
+
+def evaluate(model: TaskModel, task: GlueTask, dev: dict[str, Encoded], batch_size: int,
+             device: torch.device) -> dict[str, float]:
+    """The task's metrics on every dev split (MNLI: matched and mismatched)."""
+    metrics: dict[str, float] = {}
+    for suffix, data in dev.items():
+        predictions = predictions_from_outputs(task, predict(model, data, batch_size, device))
+        metrics.update(split_metrics(task, data.labels, predictions, suffix))
+    return metrics
+
+
+def _batches(order: np.ndarray, size: int):
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _collate(data: Encoded, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and (B,) lengths; for pairs (2B, T) and (2B,): the a sides, then the b sides."""
+    sides = [data.tokens_a[i] for i in rows]
+    if data.tokens_b is not None:
+        sides += [data.tokens_b[i] for i in rows]
+    return pad_batch(sides, pad_id)

@@ -1,0 +1,158 @@
+"""Task-specific distillation targets: a fine-tuned teacher's logits on a task's training set.
+
+The logits are computed once and cached in the shard format of stage one (``vector`` = the
+logits, ``text`` = sentence 1, or sentence 1 TAB sentence 2 for pairs, ``input_ids`` = the
+teacher's ids of sentence 1 then sentence 2) under ``OUT/kd-cache/<TASK>-<key>/``. The key is a
+fingerprint of the teacher (its weights, and the fine-tuning settings when glue-eval fine-tunes
+it), the task and the training data, so a rerun with the same inputs reuses the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache_tools.format import MANIFEST_NAME, shard_name
+from cache_tools.manifest import Manifest, ShardInfo, fingerprint, sha256_file, write_manifest
+from cache_tools.reader import ShardDirectory
+from cache_tools.writer import write_shard
+from data.glue import GlueSplit, TaskData
+from evaluation.config import EvalConfig
+from evaluation.finetune import Encoded, encode_split, finetune, predict
+from evaluation.systems import (
+    HEAD_FILE,
+    SystemSpec,
+    build_model,
+    finetuned_teacher_meta,
+    load_finetuned_teacher,
+    save_finetuned_teacher,
+)
+from pipeline.errors import UserError
+from pipeline.teacher import Teacher
+
+CACHE_DIR = "kd-cache"
+FINETUNED_DIR = "finetuned-teacher"
+TEACHER_SEED = 0
+
+
+def split_fingerprint(split: GlueSplit) -> str:
+    labels = None if split.labels is None else split.labels.tolist()
+    return fingerprint([split.text_a, split.text_b, labels])
+
+
+def teacher_logits(
+    config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
+    log: Callable[[str], None],
+) -> np.ndarray:
+    """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible."""
+    task = data.task
+    source = _teacher_source(config, data, train)
+    key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
+    cache = config.out / CACHE_DIR / f"{task.name}-{key}"
+    if (cache / MANIFEST_NAME).is_file():
+        log(f"{task.name}: teacher logits from the cache {cache}")
+        return read_logits(cache, len(train))
+    model = _finetuned_teacher(config, data, train, source, device, log)
+    encoded = encode_split(model.backbone, train)
+    logits = predict(model, encoded, config.batch_size, device)  # (N, C)
+    write_logits(cache, train, encoded, logits, source, key, config.command)
+    log(f"{task.name}: teacher logits cached in {cache}")
+    return logits
+
+
+def _teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
+    """What determines the teacher's logits, apart from the data they are computed on."""
+    if config.kd_teacher is not None:
+        directory = _given_teacher_dir(config.kd_teacher, data.task.name)
+        return {"finetuned": str(directory), "sha256": {
+            f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
+    base = Teacher(config.teacher, device="cpu")
+    settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
+    return {"base": base.name, "fingerprint": base.fingerprint(), "settings": vars(settings),
+            "head_hidden": config.head_hidden, "dropout": config.dropout,
+            "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
+            "train": split_fingerprint(train)}
+
+
+def _given_teacher_dir(root: Path, task: str) -> Path:
+    for directory in (root / task, root):
+        if finetuned_teacher_meta(directory) is not None and (directory / HEAD_FILE).is_file():
+            return directory
+    raise UserError(
+        f"--kd-teacher {root}: no fine-tuned {task} teacher (expected {root / task} as written "
+        f"by glue-eval under OUT/{FINETUNED_DIR}/{task})"
+    )
+
+
+def _finetuned_teacher(config, data: TaskData, train: GlueSplit, source: dict, device, log):
+    """The given fine-tuned teacher, the one saved by an earlier run, or a newly fine-tuned one."""
+    task = data.task
+    if config.kd_teacher is not None:
+        return load_finetuned_teacher(_given_teacher_dir(config.kd_teacher, task.name), task, config)
+    directory = config.out / FINETUNED_DIR / task.name
+    key = fingerprint(source)
+    meta = finetuned_teacher_meta(directory)
+    if meta is not None and meta.get("settings_fingerprint") == key:
+        log(f"{task.name}: fine-tuned teacher from {directory}")
+        return load_finetuned_teacher(directory, task, config)
+    log(f"{task.name}: fine-tuning the teacher for distillation (seed {TEACHER_SEED})")
+    spec = SystemSpec("teacher", "teacher", None, kd=False)
+    model = build_model(spec, task, config, TEACHER_SEED)
+    dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
+    settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
+    result = finetune(model, task, encode_split(model.backbone, train), dev, settings, device)
+    log(f"{task.name}: teacher dev score {result.score:.2f} (epoch {result.best_epoch})")
+    save_finetuned_teacher(model, task, directory, key)
+    return model
+
+
+def write_logits(cache: Path, train: GlueSplit, encoded: Encoded, logits: np.ndarray,
+                 source: dict, key: str, command: str) -> None:
+    """One Arrow shard plus a manifest (written last), as stage one writes sentence vectors."""
+    cache.mkdir(parents=True, exist_ok=True)
+    texts = train.text_a if train.text_b is None else [
+        f"{a}\t{b}" for a, b in zip(train.text_a, train.text_b, strict=True)]
+    tokens = encoded.tokens_a if encoded.tokens_b is None else [
+        np.concatenate([a, b]) for a, b in zip(encoded.tokens_a, encoded.tokens_b, strict=True)]
+    name = shard_name(0, 1, "arrow")
+    path = write_shard(cache / name, np.arange(len(train)), texts, tokens, logits, "float32",
+                       {"settings_fingerprint": key, "kind": "glue_kd_logits", "task": train.task})
+    num_tokens = int(sum(len(t) for t in tokens))
+    info = ShardInfo(name, 0, len(train), 0, path.stat().st_size, sha256_file(path), num_tokens)
+    manifest = Manifest(
+        teacher=str(source.get("finetuned") or source.get("base")),
+        teacher_fingerprint=fingerprint(source),
+        tokenizer_fingerprint="",
+        pooling="logits",
+        layer=-1,
+        normalize=False,
+        dim=int(logits.shape[1]),
+        dtype="float32",
+        max_length=0,
+        format="arrow",
+        corpus={"task": train.task, "split": train.split, "rows": len(train)},
+        corpus_fingerprint=split_fingerprint(train),
+        settings_fingerprint=key,
+        shards=[info],
+        num_rows=len(train),
+        num_tokens=num_tokens,
+        num_bytes=info.num_bytes,
+        command=command,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra={"kind": "glue_kd_logits", "task": train.task},
+    )
+    write_manifest(cache, manifest)
+
+
+def read_logits(cache: Path, num_rows: int) -> np.ndarray:
+    """The cached (N, C) logits; ShardError if the cache is incomplete or corrupt."""
+    shards = ShardDirectory(cache)
+    logits = np.concatenate([np.asarray(shard.vectors, dtype=np.float32) for shard in shards])
+    if len(logits) != num_rows:
+        raise UserError(f"{cache}: {len(logits)} cached logits for {num_rows} training rows; "
+                        "delete the directory to recompute")
+    return logits

@@ -1,0 +1,121 @@
+"""Stage three: fine-tune and score every system on every task, then write the results.
+
+For each task: read it, take the training subset, run the STS-B zero-shot check, compute the
+teacher's logits once if a ``+kd`` system needs them, then fine-tune each system with each seed.
+Every run appends one line to ``runs.jsonl`` and its epochs to ``logs/<system>/<task>/seed<k>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from data.glue import GlueSplit, TaskData, load_task
+from evaluation.config import EvalConfig
+from evaluation.finetune import encode_split, finetune, predict
+from evaluation.kd import teacher_logits
+from evaluation.report import append_jsonl, summarize, write_results, write_submission
+from evaluation.systems import SystemSpec, build_model, resolve_systems
+from evaluation.zero_shot import stsb_zero_shot
+from pipeline.errors import UserError
+from pipeline.teacher import resolve_device
+
+SUBSET_SEED = 0  # one fixed training subset for every system and seed
+
+
+@dataclass
+class EvalResult:
+    out: Path
+    summary: dict
+    zero_shot: dict[str, float]
+    seconds: float
+
+    def summary_line(self) -> str:
+        return f"{len(self.summary)} system(s) in {self.seconds:.0f}s; see {self.out / 'results.md'}"
+
+
+def run_glue_eval(config: EvalConfig) -> EvalResult:
+    """Run the whole evaluation described by ``config``."""
+    started = time.perf_counter()
+    specs = resolve_systems(config.systems)
+    if config.zero_shot and "STS-B" not in config.tasks:
+        raise UserError("--zero-shot scores STS-B: include it in --tasks")
+    device = resolve_device(config.device)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "runs.jsonl").unlink(missing_ok=True)  # this run's records only
+    runs: list[dict] = []
+    zero_shot: dict[str, float] = {}
+    for name in config.tasks:
+        data = load_task(name, config.glue_dir, with_test=config.predict_test and not config.zero_shot)
+        train = training_subset(data.train, config.max_train_samples)
+        _log(f"{name}: {len(train)} training rows, dev {[len(d) for d in data.dev.values()]}")
+        if name == "STS-B":
+            zero_shot = stsb_zero_shot(specs, data.dev[""], config, _log)
+        if config.zero_shot:
+            continue
+        targets = (teacher_logits(config, data, train, device, _log)
+                   if any(spec.kd for spec in specs) else None)
+        for spec in specs:
+            for seed in range(config.seeds):
+                record = run_one(spec, data, train, targets if spec.kd else None, seed, config,
+                                 device)
+                append_jsonl(config.out / "runs.jsonl", record)
+                runs.append(record)
+    summary = summarize(runs, [s.label for s in specs], config.tasks) if runs else {}
+    settings = {k: str(v) if isinstance(v, Path) else v
+                for k, v in dataclasses.asdict(config).items()}
+    write_results(config.out, summary, config.tasks, zero_shot, settings)
+    return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started)
+
+
+def training_subset(train: GlueSplit, limit: int | None) -> GlueSplit:
+    """The first ``limit`` rows of one fixed shuffle (the whole split when ``limit`` is None)."""
+    if limit is None or limit >= len(train):
+        return train
+    rows = np.random.default_rng(SUBSET_SEED).permutation(len(train))[:limit]
+    return train.subset(np.sort(rows))
+
+
+def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
+            seed: int, config: EvalConfig, device: torch.device) -> dict:
+    """Fine-tune one system on one task with one seed; score dev, predict test if asked."""
+    task = data.task
+    started = time.perf_counter()
+    model = build_model(spec, task, config, seed)
+    encoded_train = encode_split(model.backbone, train)
+    encoded_train.targets = targets
+    dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
+    log_path = config.out / "logs" / spec.slug / task.name / f"seed{seed}.jsonl"
+    log_path.unlink(missing_ok=True)
+    result = finetune(
+        model, task, encoded_train, dev, config.train_settings(spec.kind == "teacher", seed),
+        device, log=lambda record: append_jsonl(log_path, record),
+    )
+    if config.predict_test:
+        folder = config.out / "submissions" / spec.slug / f"seed{seed}"
+        for stem, split in data.test.items():
+            outputs = predict(model, encode_split(model.backbone, split), config.batch_size, device)
+            write_submission(folder, task, stem, split, outputs)
+    record = {
+        "system": spec.label,
+        "task": task.name,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "metrics": result.dev_metrics,
+        "score": result.score,
+        "train_rows": len(train),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _log(f"{task.name} {spec.label} seed {seed}: dev score {result.score:.2f} "
+         f"(epoch {result.best_epoch}, {record['seconds']:.0f}s)")
+    return record
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)

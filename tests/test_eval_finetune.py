@@ -1,0 +1,247 @@
+"""The fine-tuning loop, heads, systems, the kd logit cache and the reports, on tiny inputs.
+
+The loop is tested with a stand-in student defined here (the surface glue-eval uses from the
+student API: ``model``, ``tokenize``, ``config``), so it does not depend on stage two.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cache_tools.reader import ShardDirectory
+from data.glue import TASKS, GlueSplit, load_task
+from evaluation import kd
+from evaluation.backbones import StudentBackbone, pad_batch
+from evaluation.config import EvalConfig
+from evaluation.finetune import Encoded, TrainSettings, encode_split, finetune, predict, task_loss
+from evaluation.heads import TaskHead, TaskModel
+from evaluation.report import markdown, summarize, write_submission
+from evaluation.systems import (
+    SystemSpec,
+    build_model,
+    load_finetuned_teacher,
+    parse_system,
+    resolve_systems,
+    save_finetuned_teacher,
+)
+from pipeline.errors import UserError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "glue"
+CPU = torch.device("cpu")
+
+
+class BagOfWords(nn.Module):
+    """Stand-in encoder: mean of word embeddings; (B, T) ids, (B,) lengths -> (B, D)."""
+
+    def __init__(self, vocab: int, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        summed = self.embedding(ids).sum(1)  # (B, D); padding rows are zero
+        return summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype)
+
+
+class StandInStudent:
+    """What glue-eval uses of a SentenceStudent: ``model``, ``tokenize``, ``config``."""
+
+    def __init__(self, vocab: int = 97, dim: int = 8):
+        self.vocab = vocab
+        self.model = BagOfWords(vocab, dim)
+        self.config = SimpleNamespace(output_dim=dim, pad_token_id=0)
+
+    def tokenize(self, texts):
+        rows = [[1 + zlib.crc32(w.encode()) % (self.vocab - 1) for w in t.lower().split()]
+                for t in texts]
+        return pad_batch([np.asarray(r) for r in rows], 0)
+
+
+def sentiment_split(n: int, seed: int) -> GlueSplit:
+    """A separable single-sentence task: 'good' vs 'bad' among filler words."""
+    rng = np.random.default_rng(seed)
+    filler = "the film was a story of its time and place".split()
+    labels = rng.integers(0, 2, n)
+    texts = [" ".join([*rng.choice(filler, 4), "good" if y else "bad", *rng.choice(filler, 3)])
+             for y in labels]
+    return GlueSplit("SST-2", "train", texts, None, labels.astype(np.int64),
+                     [str(i) for i in range(n)])
+
+
+def stand_in_model(task, seed: int = 0) -> TaskModel:
+    torch.manual_seed(seed)
+    backbone = StudentBackbone(StandInStudent())
+    return TaskModel(backbone, TaskHead(backbone.dim, task.num_outputs, task.pair, 16, 0.0))
+
+
+def test_finetune_learns_and_restores_best_epoch():
+    task = TASKS["SST-2"]
+    model = stand_in_model(task)
+    train = encode_split(model.backbone, sentiment_split(64, 0))
+    dev = {"": encode_split(model.backbone, sentiment_split(32, 1))}
+    records = []
+    settings = TrainSettings(epochs=6, batch_size=8, lr=0.05, patience=6)
+    result = finetune(model, task, train, dev, settings, CPU, log=records.append)
+    assert [r["epoch"] for r in records] == list(range(1, 7)) == [r["epoch"] for r in result.history]
+    assert result.dev_metrics["acc"] == 100.0
+    assert result.score == max(r["dev_score"] for r in records)
+    # the model holds the selected epoch's weights: scoring again gives the same numbers
+    outputs = predict(model, dev[""], 8, CPU)
+    assert outputs.shape == (32, 2)
+    assert (outputs.argmax(1) == dev[""].labels).mean() == 1.0
+
+
+def test_early_stopping_uses_patience():
+    task = TASKS["SST-2"]
+    model = stand_in_model(task)
+    data = encode_split(model.backbone, sentiment_split(16, 0))
+    # lr 0: nothing changes, so every epoch after the first is "no improvement"
+    result = finetune(model, task, data, {"": data}, TrainSettings(epochs=10, lr=1e-12,
+                                                                   patience=2), CPU)
+    assert result.best_epoch == 1 and len(result.history) == 3
+
+
+def test_pair_regression_with_kd_targets_runs():
+    data = load_task("STS-B", FIXTURES)
+    model = stand_in_model(data.task)
+    train = encode_split(model.backbone, data.train)
+    train.targets = np.random.default_rng(0).normal(size=(len(data.train), 1)).astype(np.float32)
+    dev = {"": encode_split(model.backbone, data.dev[""])}
+    result = finetune(model, data.task, train, dev, TrainSettings(epochs=2, batch_size=4), CPU)
+    assert set(result.dev_metrics) == {"pearson", "spearman"}
+    assert predict(model, dev[""], 4, CPU).shape == (len(data.dev[""]), 1)
+
+
+def test_task_loss_is_tang_et_al_mix():
+    task = TASKS["RTE"]
+    outputs = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    data = Encoded([np.zeros(1)] * 2, None, np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    rows = np.array([0, 1])
+    hard = nn.functional.cross_entropy(outputs, torch.tensor([0, 1]))
+    soft = ((outputs - torch.tensor(data.targets, dtype=torch.float32)) ** 2).mean()
+    got = task_loss(task, outputs, data, rows, 0.3, CPU)
+    assert float(got) == pytest.approx(float(0.3 * hard + 0.7 * soft))
+    data.targets = None
+    assert float(task_loss(task, outputs, data, rows, 0.3, CPU)) == pytest.approx(float(hard))
+
+
+def test_head_features():
+    head = TaskHead(3, 2, pair=True, hidden=4, dropout=0.0)
+    assert head.mlp[1].in_features == 12  # [u; v; |u-v|; u*v]
+    assert head(torch.ones(5, 3), torch.zeros(5, 3)).shape == (5, 2)
+
+
+# -- systems ------------------------------------------------------------------------------------
+def test_system_specs(tmp_path):
+    student = tmp_path / "s1"
+    student.mkdir()
+    specs = resolve_systems([f"student:{student}", f"student:{student}+kd", "scratch", "kd",
+                             "teacher"])
+    assert [(s.kind, s.kd, s.path) for s in specs] == [
+        ("student", False, student), ("student", True, student), ("scratch", False, student),
+        ("scratch", True, student), ("teacher", False, None)]
+    assert parse_system(f"kd:{student}") == SystemSpec(f"kd:{student}", "scratch", student, True)
+    assert "/" not in specs[1].slug
+    for bad, message in [("bert", "bad --system"), ("student", "needs its directory"),
+                         ("teacher+kd", "--teacher"), (f"student:{tmp_path}/nope", "not a dir")]:
+        with pytest.raises(UserError, match=message):
+            parse_system(bad)
+    with pytest.raises(UserError, match="architecture"):
+        resolve_systems(["scratch"])
+    with pytest.raises(UserError, match="twice"):
+        resolve_systems(["teacher", "teacher"])
+
+
+def tiny_config(tmp_path, teacher_dir, **overrides) -> EvalConfig:
+    settings = dict(out=tmp_path / "out", systems=["teacher"], glue_dir=FIXTURES,
+                    teacher=str(teacher_dir), epochs=1, batch_size=8, head_hidden=8)
+    return EvalConfig(**{**settings, **overrides})
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(UserError, match="kd-alpha"):
+        EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=FIXTURES, kd_alpha=2.0)
+    with pytest.raises(UserError, match="no such directory"):
+        EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path / "missing")
+    config = EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=FIXTURES, tasks=["rte", "cola"])
+    assert config.tasks == ["CoLA", "RTE"]  # GLUE order
+
+
+def test_finetuned_teacher_roundtrip(tmp_path, tiny_teacher_dir):
+    config = tiny_config(tmp_path, tiny_teacher_dir)
+    data = load_task("RTE", FIXTURES)
+    model = build_model(SystemSpec("teacher", "teacher", None, False), data.task, config, seed=0)
+    dev = encode_split(model.backbone, data.dev[""])
+    before = predict(model, dev, 4, CPU)
+    save_finetuned_teacher(model, data.task, tmp_path / "ft", key="k")
+    loaded = load_finetuned_teacher(tmp_path / "ft", data.task, config)
+    np.testing.assert_allclose(predict(loaded, dev, 4, CPU), before, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="fine-tuned on RTE"):
+        load_finetuned_teacher(tmp_path / "ft", TASKS["MRPC"], config)
+
+
+def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkeypatch):
+    config = tiny_config(tmp_path, tiny_teacher_dir)
+    data = load_task("MRPC", FIXTURES)
+    messages: list[str] = []
+    logits = kd.teacher_logits(config, data, data.train, CPU, messages.append)
+    assert logits.shape == (len(data.train), 2)
+    (cache,) = (config.out / kd.CACHE_DIR).iterdir()
+    shards = ShardDirectory(cache)
+    assert shards.manifest.num_rows == len(data.train) and shards.manifest.dim == 2
+    first = shards.read(0, with_text=True)
+    assert first.texts[0] == f"{data.train.text_a[0]}\t{data.train.text_b[0]}"
+    assert (config.out / kd.FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
+
+    def no_finetuning(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(kd, "finetune", no_finetuning)
+    again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
+    np.testing.assert_array_equal(again, logits)
+    assert any("from the cache" in m for m in messages)
+    # a given fine-tuned teacher directory is used as is
+    given = tiny_config(tmp_path, tiny_teacher_dir, out=tmp_path / "out2",
+                        kd_teacher=config.out / kd.FINETUNED_DIR)
+    np.testing.assert_allclose(kd.teacher_logits(given, data, data.train, CPU, messages.append),
+                               logits, rtol=1e-5, atol=1e-6)
+
+
+# -- reports ------------------------------------------------------------------------------------
+def test_summary_table_and_submissions(tmp_path):
+    runs = [
+        {"system": "a", "task": "MRPC", "seed": s, "metrics": {"f1": f1, "acc": acc},
+         "score": (f1 + acc) / 2, "best_epoch": 1}
+        for s, (f1, acc) in enumerate([(80.0, 70.0), (82.0, 74.0)])
+    ] + [
+        {"system": "a", "task": "RTE", "seed": s, "metrics": {"acc": acc}, "score": acc,
+         "best_epoch": 2} for s, acc in enumerate([60.0, 64.0])
+    ]
+    summary = summarize(runs, ["a"], ["MRPC", "RTE"])
+    average = summary["a"]["average"]
+    assert average["values"] == [(75.0 + 60.0) / 2, (78.0 + 64.0) / 2]
+    assert average["std"] == pytest.approx(np.std(average["values"], ddof=1))
+    table = markdown(summary, ["MRPC", "RTE"], {"teacher": 81.234}, seeds=2)
+    assert "| system | MRPC (F1/acc) | RTE (acc) | GLUE avg |" in table
+    assert "| a | 81.0 ± 1.4 / 72.0 ± 2.8 | 62.0 ± 2.8 | 69.2 ± 2.5 |" in table
+    assert "| teacher | 81.2 |" in table
+
+    rte = load_task("RTE", FIXTURES, with_test=True)
+    path = write_submission(tmp_path, rte.task, "RTE", rte.test["RTE"],
+                            np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [0.0, 3.0]]))
+    assert path.read_text().splitlines() == [
+        "index\tprediction", "0\tentailment", "1\tnot_entailment", "2\tentailment",
+        "3\tnot_entailment"]
+    stsb = load_task("STS-B", FIXTURES, with_test=True)
+    path = write_submission(tmp_path, stsb.task, "STS-B", stsb.test["STS-B"],
+                            np.array([[-1.0], [2.5], [7.0], [4.25]]))
+    assert [line.split("\t")[1] for line in path.read_text().splitlines()[1:]] == [
+        "0.000", "2.500", "5.000", "4.250"]
+    assert json.loads(json.dumps(summary))  # JSON-serialisable as written to results.json

@@ -1,0 +1,102 @@
+"""`pipeline glue-eval` end to end on the fixture tasks with the tiny teacher and a tiny student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.errors import UserError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "glue"
+
+
+def glue_eval(*args: str):
+    return CliRunner().invoke(cli, ["glue-eval", "--glue-dir", str(FIXTURES), *args])
+
+
+@pytest.fixture(scope="module")
+def tiny_student_dir(tiny_teacher_dir, tmp_path_factory) -> Path:
+    """A randomly initialised tiny BiLSTM saved through the student API, tokenizer of the teacher."""
+    student = pytest.importorskip("student")
+    if not hasattr(student, "SentenceStudent"):
+        pytest.skip("the student API (stage two) is not in this checkout yet")
+    from student import SentenceStudent, StudentConfig, StudentEncoder
+    from student.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_teacher_dir)
+    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(), output_dim=16, embed_dim=16,
+                           hidden=16, max_length=32)
+    directory = tmp_path_factory.mktemp("tiny_student")
+    SentenceStudent(StudentEncoder(config), tokenizer, config).save(directory)
+    return directory
+
+
+def test_teacher_end_to_end_with_submissions(tmp_path, tiny_teacher_dir):
+    out = tmp_path / "out"
+    result = glue_eval("--tasks", "SST-2,STS-B", "--tasks", "mnli", "--system", "teacher",
+                       "--teacher", str(tiny_teacher_dir), "--epochs", "1", "--head-hidden", "8",
+                       "--out", str(out), "--predict-test", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    table = (out / "results.md").read_text()
+    assert "| system | SST-2 (acc) | STS-B (P/S) | MNLI (m/mm acc) | GLUE avg |" in table
+    assert "| teacher |" in table and "Zero-shot STS-B" in table
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["systems"]["teacher"]["tasks"]["MNLI"]["metrics"]) == {"acc_m", "acc_mm"}
+    assert "teacher" in results["zero_shot_stsb_spearman"]
+    submissions = out / "submissions" / "teacher" / "seed0"
+    assert sorted(p.name for p in submissions.iterdir()) == [
+        "AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "SST-2.tsv", "STS-B.tsv"]
+    ax = (submissions / "AX.tsv").read_text().splitlines()
+    assert ax[0] == "index\tprediction" and len(ax) == 6
+    assert {line.split("\t")[1] for line in ax[1:]} <= {"contradiction", "entailment", "neutral"}
+    epochs = (out / "logs" / "teacher" / "MNLI" / "seed0.jsonl").read_text().splitlines()
+    assert json.loads(epochs[0])["epoch"] == 1
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 3
+
+
+def test_students_baselines_and_kd_end_to_end(tmp_path, tiny_teacher_dir, tiny_student_dir):
+    out = tmp_path / "out"
+    args = ["--tasks", "RTE,STS-B", "--system", f"student:{tiny_student_dir}",
+            "--system", f"student:{tiny_student_dir}+kd", "--system", "scratch", "--system", "kd",
+            "--teacher", str(tiny_teacher_dir), "--epochs", "2", "--seeds", "2",
+            "--head-hidden", "8", "--out", str(out), "--device", "cpu"]
+    result = glue_eval(*args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())["systems"]
+    assert list(summary) == [f"student:{tiny_student_dir}", f"student:{tiny_student_dir}+kd",
+                             "scratch", "kd"]
+    assert all(len(s["average"]["values"]) == 2 for s in summary.values())
+    zero_shot = json.loads((out / "results.json").read_text())["zero_shot_stsb_spearman"]
+    assert set(zero_shot) == {"teacher", f"student:{tiny_student_dir}"}
+    # a rerun reuses the cached teacher logits instead of fine-tuning the teacher again
+    again = glue_eval(*args, "--max-train-samples", "1000")
+    assert again.exit_code == 0
+    assert again.output.count("teacher logits from the cache") == 2
+
+
+def test_zero_shot_only(tmp_path, tiny_teacher_dir):
+    out = tmp_path / "out"
+    result = glue_eval("--tasks", "STS-B", "--system", "teacher", "--teacher",
+                       str(tiny_teacher_dir), "--zero-shot", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert not (out / "runs.jsonl").exists()
+    assert "| teacher |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--system", "bert"], "bad --system"),
+        (["--system", "teacher", "--tasks", "squad"], "unknown GLUE task"),
+        (["--system", "teacher", "--tasks", "RTE", "--zero-shot"], "include it in --tasks"),
+        (["--system", "teacher", "--hub"], "exactly one of"),
+    ],
+)
+def test_bad_input_is_one_line_user_error(args, message):
+    result = glue_eval(*args)
+    assert isinstance(result.exception, UserError)
+    assert message in str(result.exception)
