@@ -46,3 +46,7 @@ cli.add_command(shards_info)
 from pipeline.glue_cmd import glue_eval  # noqa: E402
 
 cli.add_command(glue_eval)
+from pipeline.student_cmd import embed, train_student  # noqa: E402
+
+cli.add_command(train_student)
+cli.add_command(embed)

@@ -1,0 +1,160 @@
+"""Typed configuration: StudentConfig (architecture), TrainConfig (training), EmbedConfig (inference)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+POOLINGS = ("max", "mean", "last")
+INIT_EMBEDDINGS = ("teacher", "random")
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class StudentConfig:
+    """The student's architecture; saved as ``config.json`` beside the weights."""
+
+    vocab_size: int
+    output_dim: int
+    embed_dim: int = 384
+    hidden: int = 256
+    layers: int = 1
+    pooling: str = "max"
+    dropout: float = 0.1
+    pad_token_id: int = 0
+    max_length: int = 128
+    # The teacher L2-normalised its vectors: the student then does the same as its last step, so
+    # training, `encode` and sentence-transformers all see one and the same function.
+    normalize: bool = False
+    architecture: str = "bilstm"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        for name in ("vocab_size", "output_dim", "embed_dim", "hidden", "layers", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"student {name} must be positive, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise UserError("student max_length must be at least 2 (two special tokens)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> StudentConfig:
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise UserError(f"{directory}: no {CONFIG_NAME}; not a saved student directory")
+        raw = json.loads(path.read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise UserError(f"{path}: unknown student config keys {', '.join(unknown)}")
+        return cls(**raw)
+
+
+STUDENT_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(StudentConfig) if f.default is not dataclasses.MISSING
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything `train-student` needs; built by the CLI (or a variants TOML) and run as is."""
+
+    shards: list[str]
+    out: str = "students/student"
+    # Architecture choices (the rest of StudentConfig comes from the shard manifest).
+    embed_dim: int | None = None  # None: the teacher's embedding width, so no projection
+    hidden: int = STUDENT_DEFAULTS["hidden"]
+    layers: int = STUDENT_DEFAULTS["layers"]
+    pooling: str = STUDENT_DEFAULTS["pooling"]
+    dropout: float = STUDENT_DEFAULTS["dropout"]
+    max_length: int | None = None  # None: the teacher's max_length recorded in the manifest
+    init_embeddings: str = "teacher"
+    # Objective.
+    loss: str = "mse"
+    loss_weights: list[float] | None = None
+    # Optimisation.
+    epochs: int = 4
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_lr: float | None = None  # None: lr / 10
+    warmup_steps: int | None = None  # None: 2% of the steps (at least 1)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    # Data.
+    heldout: float = 0.02
+    val_size: int = 1000
+    shuffle_buffer: int = 20000
+    # Bookkeeping.
+    eval_every: int = 500
+    log_every: int = 20
+    checkpoint_every: int = 500
+    stop_after: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    verify: str = "cheap"
+    device: str | None = None
+    progress: bool = True
+    variant: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.shards:
+            raise UserError("give at least one --shards directory")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.init_embeddings not in INIT_EMBEDDINGS:
+            raise UserError(f"--init-embeddings must be one of {', '.join(INIT_EMBEDDINGS)}")
+        if self.verify not in ("cheap", "full"):
+            raise UserError("--verify must be 'cheap' or 'full'")
+        if not 0.0 < self.heldout < 1.0:
+            raise UserError(f"--heldout must be a fraction in (0, 1), got {self.heldout}")
+        positive = ("epochs", "batch_size", "eval_every", "log_every", "checkpoint_every",
+                    "shuffle_buffer", "val_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be positive")
+        for name in ("max_steps", "stop_after"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0:
+            raise UserError("--lr must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# TrainConfig fields that may differ between an interrupted run and its --resume without changing
+# the result.
+RESUMABLE_CHANGES = frozenset(
+    {"resume", "overwrite", "stop_after", "checkpoint_every", "progress", "verify", "device",
+     "log_every", "extra"}
+)
+
+
+@dataclass
+class EmbedConfig:
+    """`pipeline embed`: sentences from a file through a saved student into vectors."""
+
+    student: str
+    input: str
+    out: str
+    text_column: str = "text"
+    batch_size: int = 64
+    device: str | None = None
+    progress: bool = True

@@ -1,0 +1,139 @@
+"""SentenceStudent: a trained encoder with its tokenizer; save, load, encode."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from pipeline.errors import UserError
+from student.config import StudentConfig
+from student.model import StudentEncoder
+from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suffix_length, truncate_ids
+
+WEIGHTS_NAME = "model.safetensors"
+# sentence-transformers finds the module class through modules.json; see student/st_module.py.
+ST_MODULE_CLASS = "student.st_module.SRAStudentModule"
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` / ``"auto"``: CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (bf16 where supported); plain fp32 on CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class SentenceStudent:
+    """The student encoder plus the teacher's tokenizer: text in, sentence vectors out."""
+
+    def __init__(self, model: StudentEncoder, tokenizer: Tokenizer, config: StudentConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        # A tokenizer handed in from elsewhere may still pad / truncate on its own.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self._suffix = suffix_length(tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device | None) -> SentenceStudent:
+        self.model.to(resolve_device(device))
+        return self
+
+    # -- text -> ids ------------------------------------------------------------------------
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids with special tokens, truncated to ``config.max_length`` like training data."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        return [truncate_ids(e.ids, self.config.max_length, self._suffix) for e in encodings]
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids (B, T) and lengths (B,), both int64 on the CPU."""
+        return pad_batch(self.token_ids(texts), self.config.pad_token_id)
+
+    # -- encoding ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str] | str,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Sentence vectors (N, output_dim) float32 in the order of ``texts``.
+
+        Batches are formed over length-sorted sentences (little padding) and put back in order.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if device is not None:
+            self.to(device)
+        was_training = self.model.training
+        self.model.eval()
+        token_ids = self.token_ids(texts)
+        order = np.argsort([-len(t) for t in token_ids], kind="stable")
+        vectors = np.empty((len(token_ids), self.config.output_dim), dtype=np.float32)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="Encoding", disable=not show_progress_bar, unit="batch"):
+            batch = order[start : start + batch_size]
+            ids, lengths = pad_batch([token_ids[i] for i in batch], self.config.pad_token_id)
+            output = self.model(ids.to(self.device), lengths)
+            vectors[batch] = output.float().cpu().numpy()
+        self.model.train(was_training)
+        return vectors
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """config.json + model.safetensors + tokenizer.json + sentence-transformers files."""
+        directory = Path(directory)
+        self.save_module(directory)
+        modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
+        (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+        st_config = {"model_type": "SentenceTransformer", "prompts": {},
+                     "default_prompt_name": None, "similarity_fn_name": "cosine"}
+        (directory / "config_sentence_transformers.json").write_text(
+            json.dumps(st_config, indent=2) + "\n"
+        )
+
+    def save_module(self, directory: str | Path) -> None:
+        """The student's own files (what the sentence-transformers module saves too)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME))
+        self.tokenizer.save(str(directory / TOKENIZER_FILE))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:
+        directory = Path(directory)
+        config = StudentConfig.load(directory)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise UserError(f"{directory}: no {WEIGHTS_NAME}")
+        model = StudentEncoder(config)
+        model.load_state_dict(load_file(str(weights)))
+        model.eval().to(resolve_device(device))
+        return cls(model, load_tokenizer(directory), config)
+
+
+def load_student(directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:
+    """Load a saved student directory (config.json, model.safetensors, tokenizer.json)."""
+    return SentenceStudent.load(directory, device)

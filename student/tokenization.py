@@ -1,0 +1,86 @@
+"""The teacher's tokenizer, used raw: one truncation rule for stored ids and for new text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from pipeline.errors import UserError
+
+TOKENIZER_FILE = "tokenizer.json"
+# Files a Hugging Face tokenizer directory may hold; copied along with a saved student.
+TOKENIZER_FILES = (
+    TOKENIZER_FILE,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+)
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """The fast tokenizer in ``directory`` with padding and truncation switched off.
+
+    Saved tokenizer.json files often carry fixed padding / truncation (all-MiniLM-L6-v2 pads to 128);
+    the student pads per batch and truncates with :func:`truncate_ids` instead.
+    """
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise UserError(f"{directory}: no {TOKENIZER_FILE} (a fast tokenizer is required)")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def pad_token_id(tokenizer: Tokenizer, directory: str | Path | None = None) -> int:
+    """The pad id named in tokenizer_config.json, else ``[PAD]``, else 0."""
+    name = "[PAD]"
+    config = Path(directory) / "tokenizer_config.json" if directory is not None else None
+    if config is not None and config.is_file():
+        pad = json.loads(config.read_text()).get("pad_token")
+        name = pad.get("content", name) if isinstance(pad, dict) else (pad or name)
+    token_id = tokenizer.token_to_id(name)
+    return int(token_id) if token_id is not None else 0
+
+
+def suffix_length(tokenizer: Tokenizer) -> int:
+    """How many special tokens the tokenizer appends after the text (1 for BERT's [SEP])."""
+    mask = tokenizer.encode("a", add_special_tokens=True).special_tokens_mask
+    count = 0
+    for flag in reversed(mask):
+        if not flag:
+            break
+        count += 1
+    return count
+
+
+def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int, suffix: int):
+    """Keep the first ``max_length - suffix`` ids and the ``suffix`` closing special tokens.
+
+    This is what Hugging Face truncation gives for a single sentence, so stored (teacher-truncated)
+    ids cut to the student's max_length equal a fresh tokenization truncated to it.
+    """
+    if len(ids) <= max_length:
+        return ids
+    if suffix == 0:
+        return ids[:max_length]
+    head = ids[: max_length - suffix]
+    tail = ids[len(ids) - suffix :]
+    if isinstance(ids, np.ndarray):
+        return np.concatenate([head, tail])
+    return list(head) + list(tail)
+
+
+def pad_batch(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int):
+    """Padded ids (B, T) int64 and lengths (B,) int64 for a list of id sequences."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    ids = np.full((len(rows), max(int(lengths.max(initial=0)), 1)), pad_id, dtype=np.int64)
+    for row, tokens in enumerate(rows):
+        ids[row, : len(tokens)] = tokens
+    return torch.from_numpy(ids), torch.from_numpy(lengths)

@@ -1,0 +1,388 @@
+"""`train-student`: fit a BiLSTM to cached teacher vectors (SRA), resumable and reproducible."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cache_tools.manifest import atomic_write_json
+from pipeline.errors import UserError
+from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
+from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
+from student.evaluate import agreement
+from student.losses import SRALoss
+from student.model import StudentEncoder
+from student.sentence import SentenceStudent, autocast, resolve_device
+from student.tokenization import TOKENIZER_FILES, pad_token_id
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+PLOT_NAME = "metrics.png"
+SUMMARY_NAME = "training_summary.json"
+BEST_DIR = "best"
+
+
+def get_lr(step: int, total: int, lr: float, min_lr: float, warmup: int) -> float:
+    """Linear warmup for ``warmup`` steps, then cosine decay from ``lr`` to ``min_lr`` at ``total``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    finished: bool
+    metrics: dict[str, float]
+    best_step: int | None = None
+
+    def summary(self) -> str:
+        state = "finished" if self.finished else "stopped (resume with --resume)"
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        return f"{self.out}: {state} at step {self.steps}" + (f"; {figures}" if figures else "")
+
+
+def student_config(config: TrainConfig, corpus: ShardCorpus, embeddings: np.ndarray) -> StudentConfig:
+    """The architecture: sizes from the options, vocabulary and output from the shards."""
+    manifest = corpus.manifest
+    max_length = config.max_length or manifest.max_length
+    if max_length > manifest.max_length:
+        raise UserError(
+            f"--max-length {max_length} exceeds the teacher's max_length {manifest.max_length} "
+            "used for the shards (the teacher never saw longer inputs)"
+        )
+    return StudentConfig(
+        vocab_size=max(embeddings.shape[0], corpus.tokenizer.get_vocab_size()),
+        output_dim=manifest.dim,
+        embed_dim=config.embed_dim or embeddings.shape[1],
+        hidden=config.hidden,
+        layers=config.layers,
+        pooling=config.pooling,
+        dropout=config.dropout,
+        pad_token_id=pad_token_id(corpus.tokenizer, corpus.tokenizer_dir),
+        max_length=max_length,
+        normalize=manifest.normalize,
+    )
+
+
+def _shards_identity(corpus: ShardCorpus) -> list[dict[str, Any]]:
+    return [{"settings": d.manifest.settings_fingerprint, "rows": d.manifest.num_rows}
+            for d in corpus.directories]
+
+
+class Trainer:
+    """One training run; state lives in attributes so that a checkpoint can capture all of it."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.out = Path(config.out)
+        self.corpus = ShardCorpus(config.shards, config.verify)
+        embeddings = self.corpus.directories[0].load_embeddings()
+        self.student_config = student_config(config, self.corpus, embeddings)
+        self.device = resolve_device(config.device)
+        self.loss = SRALoss(config.loss, config.loss_weights)
+
+        torch.manual_seed(config.seed)
+        self.model = StudentEncoder(self.student_config)
+        if config.init_embeddings == "teacher":
+            self.model.init_embeddings(embeddings, seed=config.seed)
+        self.model.to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        fp16 = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+
+        self.split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size)
+        if len(self.split.train) == 0:
+            raise UserError("no training rows left after the held-out split; lower --heldout")
+        per_epoch = batches_per_epoch(len(self.split.train), config.batch_size)
+        self.total_steps = config.max_steps or config.epochs * per_epoch
+        self.warmup = (config.warmup_steps if config.warmup_steps is not None
+                       else max(1, self.total_steps // 50))
+        self.min_lr = config.min_lr if config.min_lr is not None else config.lr / 10
+        self.validation = self._validation_batches()
+
+        self.step = 0
+        self.epoch = 0
+        self.position = 0  # batches of the current epoch already trained on
+        self.best_cosine = -math.inf
+        self.best_step: int | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.window = _Window()  # the log record being accumulated (checkpointed with the rest)
+
+    # -- data --------------------------------------------------------------------------------
+    def _batch(self, rows: np.ndarray) -> Batch:
+        return self.corpus.rows(rows, self.student_config.max_length, self.student_config.pad_token_id)
+
+    def _validation_batches(self) -> list[Batch]:
+        rows = self.split.validation
+        rows = rows[np.argsort(self.corpus.lengths[rows], kind="stable")]
+        size = self.config.batch_size
+        return [self._batch(rows[i : i + size]) for i in range(0, len(rows), size)]
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _checkpoint_state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "best_cosine": self.best_cosine,
+            "best_step": self.best_step,
+            "window": vars(self.window),
+            "rng": rng,
+            "model_args": self.student_config.to_dict(),
+            "config": self.config.to_dict(),
+            "shards": _shards_identity(self.corpus),
+        }
+
+    def save_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT_NAME
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self._checkpoint_state(), tmp)
+        os.replace(tmp, path)  # never a half-written checkpoint under the real name
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        changed = sorted(
+            key for key, value in state["config"].items()
+            if key not in RESUMABLE_CHANGES and self.config.to_dict().get(key) != value
+        )
+        if state["shards"] != _shards_identity(self.corpus):
+            changed.append("shards (contents)")
+        if changed:
+            raise UserError(
+                f"{path}: the checkpoint was made with different settings ({', '.join(changed)}); "
+                "rerun with the original options or use --overwrite to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.best_cosine, self.best_step = state["best_cosine"], state["best_step"]
+        vars(self.window).update(state["window"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        # Records written after the checkpoint belong to the interrupted part; drop them.
+        self.rewrite_metrics(lambda record: record["step"] <= self.step)
+
+    # -- metrics -----------------------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        with open(self.out / METRICS_NAME, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _records(self) -> list[dict[str, Any]]:
+        path = self.out / METRICS_NAME
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def rewrite_metrics(self, keep) -> None:
+        records = [r for r in self._records() if keep(r)]
+        (self.out / METRICS_NAME).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        outputs, targets = [], []
+        for batch in self.validation:
+            with autocast(self.device):
+                vectors = self.model(batch.input_ids.to(self.device), batch.lengths)
+            outputs.append(vectors.float().cpu().numpy())
+            targets.append(batch.targets.numpy())
+        self.model.train()
+        if not outputs:
+            return {}
+        return agreement(np.concatenate(outputs), np.concatenate(targets))
+
+    # -- training ----------------------------------------------------------------------------
+    def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device):
+            vectors = self.model(batch.input_ids.to(self.device, non_blocking=True), batch.lengths)
+        loss, parts = self.loss(vectors, batch.targets.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in parts.items()}}
+
+    def run(self) -> TrainResult:
+        config = self.config
+        self.model.train()
+        start_step = self.step
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", file=sys.stderr,
+                   disable=not config.progress, desc=self.out.name, dynamic_ncols=True)
+        if self.step == 0:  # the starting point of the curves
+            self._record({"kind": "eval", "step": 0, "epoch": 0, **self.evaluate()})
+        try:
+            while self.step < self.total_steps:
+                plan = epoch_plan(self.split.train, self.corpus.lengths, self.corpus.shard_starts,
+                                  config.batch_size, config.shuffle_buffer, config.seed, self.epoch)
+                while self.position < len(plan) and self.step < self.total_steps:
+                    started = time.perf_counter()
+                    batch = self._batch(plan[self.position])
+                    loaded = time.perf_counter()
+                    lr = get_lr(self.step, self.total_steps, config.lr, self.min_lr, self.warmup)
+                    losses = self.train_step(batch, lr)
+                    self.step += 1
+                    self.position += 1
+                    self.window.add(losses, len(batch.lengths), loaded - started,
+                               time.perf_counter() - started)
+                    bar.update(1)
+                    self._after_step(lr, bar)
+                    if config.stop_after and self.step - start_step >= config.stop_after \
+                            and self.step < self.total_steps:
+                        self.save_checkpoint()
+                        self.plot()
+                        return TrainResult(self.out, self.step, False, self.last_metrics)
+                if self.position >= len(plan):
+                    self.epoch += 1
+                    self.position = 0
+        finally:
+            bar.close()
+        return self.finish()
+
+    def _after_step(self, lr: float, bar) -> None:
+        config = self.config
+        if self.step % config.log_every == 0 or self.step == self.total_steps:
+            record = {"kind": "train", "step": self.step, "epoch": self.epoch, "lr": lr,
+                      **self.window.flush()}
+            self._record(record)
+            bar.set_postfix({k.removeprefix("loss_"): f"{v:.4g}" for k, v in record.items()
+                             if k.startswith("loss") or k == "sent_per_s"})
+        if self.step % config.eval_every == 0 or self.step == self.total_steps:
+            self.last_metrics = self.evaluate()
+            self._record({"kind": "eval", "step": self.step, "epoch": self.epoch,
+                          **self.last_metrics})
+            cosine = self.last_metrics.get("val_cosine", -math.inf)
+            if cosine > self.best_cosine:
+                self.best_cosine, self.best_step = cosine, self.step
+                self.save_student(self.out / BEST_DIR)
+        if self.step % config.checkpoint_every == 0 and self.step < self.total_steps:
+            self.save_checkpoint()
+
+    def save_student(self, directory: Path) -> None:
+        student = SentenceStudent(self.model, self.corpus.tokenizer, self.student_config)
+        student.save(directory)
+        # The other Hugging Face tokenizer files, so the directory also loads with AutoTokenizer.
+        for name in TOKENIZER_FILES[1:]:
+            source = self.corpus.tokenizer_dir / name
+            if source.is_file():
+                shutil.copyfile(source, directory / name)
+
+    def finish(self) -> TrainResult:
+        self.save_student(self.out)
+        self.plot()
+        summary = {
+            "finished": True,
+            "steps": self.step,
+            "epochs_completed": self.epoch,
+            "final": self.last_metrics,
+            "best_step": self.best_step,
+            "best_val_cosine": self.best_cosine if self.best_step is not None else None,
+            "teacher": self.corpus.manifest.teacher,
+            "teacher_fingerprint": self.corpus.manifest.teacher_fingerprint,
+            "train_rows": int(len(self.split.train)),
+            "validation_rows": int(len(self.split.validation)),
+            "student": self.student_config.to_dict(),
+            "train": self.config.to_dict(),
+        }
+        atomic_write_json(self.out / SUMMARY_NAME, summary)
+        # The student and summary are saved; optimizer state is no longer needed.
+        (self.out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        return TrainResult(self.out, self.step, True, self.last_metrics, self.best_step)
+
+    def plot(self) -> None:
+        from student.plot import plot_metrics
+
+        plot_metrics(self._records(), self.out / PLOT_NAME, title=self.out.name)
+
+
+class _Window:
+    """Running sums between two log records: mean losses, sentences/s, data-wait share."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = self.sentences = 0
+        self.data_seconds = self.total_seconds = 0.0
+
+    def add(self, losses: dict[str, float], sentences: int, data_s: float, total_s: float) -> None:
+        for key, value in losses.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+        self.sentences += sentences
+        self.data_seconds += data_s
+        self.total_seconds += total_s
+
+    def flush(self) -> dict[str, float]:
+        record = {key: value / max(self.steps, 1) for key, value in self.sums.items()}
+        record["sent_per_s"] = self.sentences / max(self.total_seconds, 1e-9)
+        record["data_wait"] = self.data_seconds / max(self.total_seconds, 1e-9)
+        self.__init__()
+        return record
+
+
+def prepare_output(config: TrainConfig) -> Path | None:
+    """Create the output directory; the checkpoint to resume from, if any.
+
+    Refuses to train over an earlier run unless --resume or --overwrite says what to do with it.
+    """
+    out = Path(config.out)
+    checkpoint = out / CHECKPOINT_NAME
+    earlier = checkpoint.is_file() or (out / SUMMARY_NAME).is_file()
+    if earlier and config.overwrite:
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, PLOT_NAME):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / BEST_DIR, ignore_errors=True)
+    elif earlier and not config.resume:
+        raise UserError(
+            f"{out} already holds a training run; pass --resume to continue it or --overwrite "
+            "to start over"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return checkpoint if config.resume and checkpoint.is_file() else None
+
+
+def run_train_student(config: TrainConfig) -> TrainResult:
+    """Train one student as ``config`` says (resuming from its checkpoint with --resume)."""
+    out = Path(config.out)
+    if config.resume and not config.overwrite and (out / SUMMARY_NAME).is_file() \
+            and not (out / CHECKPOINT_NAME).is_file():
+        summary = json.loads((out / SUMMARY_NAME).read_text())
+        return TrainResult(out, summary["steps"], True, summary.get("final") or {},
+                           summary.get("best_step"))
+    trainer = Trainer(config)  # reads and checks the shards before anything is written
+    checkpoint = prepare_output(config)
+    if checkpoint is not None:
+        trainer.load_checkpoint(checkpoint)
+    else:
+        trainer.rewrite_metrics(lambda record: False)  # a fresh run starts a fresh log
+    return trainer.run()
