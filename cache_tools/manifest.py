@@ -76,7 +76,10 @@ class Manifest:
         if missing:
             raise ShardError(f"manifest is missing fields: {', '.join(missing)}")
         data = {k: v for k, v in raw.items() if k in names}
-        data["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+        try:
+            data["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+        except TypeError as exc:
+            raise ShardError(f"manifest has a malformed shard entry ({exc})") from None
         return cls(**data)
 
 
@@ -121,6 +124,8 @@ def read_manifest(directory: str | Path) -> Manifest:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ShardError(f"{path}: not a manifest (a JSON object is expected)")
     if raw.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: format version {raw.get('format_version')!r}, this tool reads {FORMAT_VERSION}"

@@ -50,11 +50,17 @@ def shard_metadata(path: str | Path) -> dict[str, Any]:
 
             with h5py.File(path, "r") as h5:
                 raw = h5.attrs.get(SHARD_METADATA_KEY)
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowException) as exc:
         raise ShardError(f"{path}: unreadable shard ({exc})") from None
     if raw is None:
         raise ShardError(f"{path}: no '{SHARD_METADATA_KEY}' metadata; not a shard of this tool")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict):
+        raise ShardError(f"{path}: corrupt '{SHARD_METADATA_KEY}' metadata")
+    return meta
 
 
 def read_shard(path: str | Path, with_text: bool = False) -> ShardData:
@@ -64,7 +70,7 @@ def read_shard(path: str | Path, with_text: bool = False) -> ShardData:
         if format_of(path) == "arrow":
             return _read_arrow(path, with_text)
         return _read_hdf5(path, with_text)
-    except (OSError, pa.ArrowInvalid, KeyError, ValueError) as exc:
+    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise ShardError(f"{path}: unreadable shard ({exc})") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -34,7 +35,10 @@ def main() -> None:
         sys.exit(130)
     except OSError as exc:
         # Disk full, permission denied, missing file: the message is enough.
-        click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        if exc.errno == errno.ENOSPC:
+            message += "; free some space and rerun the same command to resume"
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
 
 
@@ -43,6 +47,9 @@ from pipeline.encode_cmd import encode, shards_info  # noqa: E402
 
 cli.add_command(encode)
 cli.add_command(shards_info)
+from pipeline.verify_cmd import verify  # noqa: E402
+
+cli.add_command(verify)
 from pipeline.glue_cmd import glue_eval  # noqa: E402
 
 cli.add_command(glue_eval)

@@ -93,9 +93,12 @@ class Teacher:
         device: str | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         self.name = name or default_teacher()
         self.device = resolve_device(device)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar: stderr stays for errors
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.name)
             self.model = AutoModel.from_pretrained(self.name)
@@ -105,6 +108,9 @@ class Teacher:
                 f"cannot load teacher {self.name!r}: not a model directory and not reachable on "
                 f"the Hugging Face hub ({first_line})"
             ) from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         if not self.tokenizer.is_fast:
             raise UserError(f"teacher {self.name!r} has no fast tokenizer (tokenizer.json)")
         self.model.eval().to(self.device)
