@@ -46,6 +46,7 @@ from cache_tools.manifest import (
 )
 from cache_tools.writer import write_shard
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
+from pipeline.distributed import DistContext, init_distributed
 from pipeline.errors import UserError
 from pipeline.teacher import Teacher, plan_batches
 
@@ -91,6 +92,7 @@ class EncodeResult:
     encoded_tokens: int
     encode_seconds: float  # the teacher loop alone
     total_seconds: float
+    rank: int = 0
 
     def summary(self) -> str:
         m = self.manifest
@@ -150,24 +152,36 @@ def _describe_drops(stats: dict) -> str:
 
 
 # -- run ------------------------------------------------------------------------------------
-def run_encode(config: EncodeConfig) -> EncodeResult:
-    """Encode the corpus into ``config.out``; resumes an interrupted run of the same settings."""
+def run_encode(config: EncodeConfig, ctx: DistContext | None = None) -> EncodeResult:
+    """Encode the corpus into ``config.out``; resumes an interrupted run of the same settings.
+
+    Under torchrun every rank runs this: rank 0 reads the corpus and writes the manifest, and
+    rank r encodes the shards i with ``i % world_size == r``.
+    """
+    ctx = ctx or init_distributed()
     config.out.mkdir(parents=True, exist_ok=True)
+    # The group's rank 0 holds the lock: a second run (or group) on this directory is refused.
     lock = FileLock(str(config.out / LOCK_NAME))
+    locked = True
+    if ctx.is_main:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            locked = False
+    if not ctx.all_ok(locked):
+        raise UserError(f"{config.out} is locked by another `pipeline encode` run")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"{config.out} is locked by another `pipeline encode` run") from None
-    try:
-        return _run_locked(config)
+        return _run_locked(config, ctx)
     finally:
-        lock.release()
+        if ctx.is_main:
+            lock.release()
 
 
-def _run_locked(config: EncodeConfig) -> EncodeResult:
+def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     started = time.perf_counter()
     out, work = config.out, config.out / WORK_DIR
-    teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length, config.device)
+    teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length,
+                      ctx.device(config.device))
     settings = {
         "teacher_fingerprint": teacher.fingerprint(),
         "tokenizer_fingerprint": teacher.tokenizer_fingerprint(),
@@ -181,8 +195,17 @@ def _run_locked(config: EncodeConfig) -> EncodeResult:
         "corpus": _corpus_key(config),
     }
     settings_fp = fingerprint(settings)
-    _claim_directory(out, work, settings_fp, config.overwrite)
-
+    # Rank 0 decides what the directory holds and reads the corpus; the others load its plan.
+    failure: UserError | None = None
+    if ctx.is_main:
+        try:
+            _claim_directory(out, work, settings_fp, config.overwrite)
+            build_plan(config, work)
+            _write_sidecars(out, teacher)
+        except UserError as exc:
+            failure = exc
+    if not ctx.all_ok(failure is None):
+        raise failure or UserError("rank 0 refused the run; see its message")
     plan, plan_info = build_plan(config, work)
     num_rows = plan.num_rows
     num_shards = -(-num_rows // config.shard_size)
@@ -198,17 +221,17 @@ def _run_locked(config: EncodeConfig) -> EncodeResult:
         "max_length": teacher.max_length,
         "num_shards": num_shards,
     }
-    _write_sidecars(out, teacher)
-
-    todo = [i for i in range(num_shards) if _receipt(out, work, i, num_shards, config) is None]
-    done_rows = num_rows - sum(_shard_rows(i, num_rows, config.shard_size) for i in todo)
+    mine = range(ctx.rank, num_shards, ctx.world_size)
+    todo = [i for i in mine if _receipt(out, work, i, num_shards, config) is None]
+    my_rows = sum(_shard_rows(i, num_rows, config.shard_size) for i in mine)
+    done_rows = my_rows - sum(_shard_rows(i, num_rows, config.shard_size) for i in todo)
     texts = plan.column("text")
 
     def shard_texts(index: int) -> list[str]:
         lo = index * config.shard_size
         return texts.slice(lo, _shard_rows(index, num_rows, config.shard_size)).to_pylist()
 
-    progress = _Progress(num_rows, done_rows, config.progress)
+    progress = _Progress(my_rows, done_rows, config.progress and ctx.is_main)
     encoded = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Tokenize shard i+1 in the background (Rust, GIL released) while shard i is encoded.
@@ -225,8 +248,23 @@ def _run_locked(config: EncodeConfig) -> EncodeResult:
             encoded += len(token_ids)
     progress.bar.close()
     encode_seconds = time.perf_counter() - progress.started
+    ctx.barrier()  # every rank's shards are in place
+    if ctx.is_main:
+        _write_final_manifest(config, teacher, settings, plan_info, num_shards, started)
+    ctx.barrier()
+    return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
+                        time.perf_counter() - started, ctx.rank)
 
+
+def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, plan_info: dict,
+                          num_shards: int, started: float) -> None:
+    out, work = config.out, config.out / WORK_DIR
+    settings_fp = fingerprint(settings)
+    num_rows = plan_info["num_rows"]
     infos = [_receipt(out, work, i, num_shards, config) for i in range(num_shards)]
+    missing = [shard_name(i, num_shards, config.format) for i, info in enumerate(infos) if info is None]
+    if missing:
+        raise UserError(f"shards missing after the run: {', '.join(missing)}; rerun to finish them")
     manifest = Manifest(
         teacher=teacher.name,
         teacher_fingerprint=settings["teacher_fingerprint"],
@@ -252,8 +290,6 @@ def _run_locked(config: EncodeConfig) -> EncodeResult:
         encode_seconds=round(time.perf_counter() - started, 2),
     )
     write_manifest(out, manifest)
-    return EncodeResult(manifest, encoded, progress.tokens, encode_seconds,
-                        time.perf_counter() - started)
 
 
 class _Progress:

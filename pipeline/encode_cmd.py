@@ -55,7 +55,8 @@ def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_wo
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_encode(config)
-    click.echo(f"done: {result.summary()} -> {out}")
+    if result.rank == 0:
+        click.echo(f"done: {result.summary()} -> {out}")
 
 
 @click.command("shards-info")

@@ -1,0 +1,58 @@
+"""torch.distributed glue for runs launched by torchrun (one process per rank)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the run; a plain single process is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def device(self, requested: str | None) -> str | None:
+        """Each rank drives the GPU of its local rank; CPU ranks share the CPU."""
+        if requested in (None, "auto") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_ok(self, ok: bool) -> bool:
+        """True on every rank when every rank passed ``ok`` (so one rank's failure stops all)."""
+        if not self.enabled:
+            return ok
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+
+def init_distributed() -> DistContext:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)

@@ -1,0 +1,99 @@
+"""torchrun on CPU (gloo): a 2-process encode equals a 1-process encode, also after a rank dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cache_tools.reader import ShardDirectory
+from tests.tiny import tiny_corpus
+
+
+def _encode_argv(corpus, teacher, out, shard_size, processes):
+    args = ["encode", "--corpus", str(corpus), "--teacher", str(teacher), "--out", str(out),
+            "--shard-size", str(shard_size), "--quiet"]
+    if processes == 1:
+        return [sys.executable, "-m", "pipeline", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+            "--standalone", "-m", "pipeline", *args]
+
+
+def _env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _rows(directory):
+    shards = ShardDirectory(directory)
+    data = [shards.read(i) for i in range(len(shards.manifest.shards))]
+    return (np.concatenate([d.ids for d in data]),
+            np.concatenate([d.vectors for d in data]).astype(np.float32),
+            [s.sha256 for s in shards.manifest.shards])
+
+
+def test_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_corpus_file):
+    single, double = tmp_path / "one", tmp_path / "two"
+    for out, n in ((single, 1), (double, 2)):
+        proc = subprocess.run(_encode_argv(tiny_corpus_file, tiny_teacher_dir, out, 32, n),
+                              capture_output=True, text=True, env=_env(), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    ids1, vec1, sha1 = _rows(single)
+    ids2, vec2, sha2 = _rows(double)
+    np.testing.assert_array_equal(ids1, ids2)
+    np.testing.assert_allclose(vec1, vec2, atol=1e-3)
+    assert len(sha1) == 7
+
+
+def _rank_pids(launcher_pid: int) -> dict[int, int]:
+    """RANK -> pid of the worker processes torchrun started."""
+    pids = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if parent == launcher_pid and b"RANK" in env:
+            pids[int(env[b"RANK"])] = int(entry)
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the ranks")
+def test_rank_killed_mid_run_then_relaunched_gives_identical_result(tmp_path, tiny_teacher_dir):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tiny_corpus(3000, seed=1)) + "\n")
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    ref = subprocess.run(_encode_argv(corpus, tiny_teacher_dir, reference, 25, 1),
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    launcher = subprocess.Popen(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(crashed.glob("train-*.arrow"))) < 6:
+        time.sleep(0.02)
+    victim = _rank_pids(launcher.pid).get(1)
+    assert victim is not None, "rank 1 not found"
+    os.kill(victim, signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0
+    written = len(list(crashed.glob("train-*.arrow")))
+    assert not (crashed / "manifest.json").exists() and written < 120  # really interrupted
+    assert not [p for p in crashed.iterdir() if p.name.startswith("train-") and ".tmp" not in p.name
+                and not p.name.endswith(".arrow")]
+
+    rerun = subprocess.run(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2),
+                           capture_output=True, text=True, env=_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    ids1, vec1, _ = _rows(reference)
+    ids2, vec2, _ = _rows(crashed)
+    np.testing.assert_array_equal(ids1, ids2)
+    np.testing.assert_allclose(vec1, vec2, atol=1e-3)
