@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,6 @@ class TrainConfig:
     device: str | None = None
     progress: bool = True
     variant: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.shards:
@@ -140,10 +139,10 @@ class TrainConfig:
 
 
 # TrainConfig fields that may differ between an interrupted run and its --resume without changing
-# the result.
+# the result (moved shard directories are fine: their contents are compared separately).
 RESUMABLE_CHANGES = frozenset(
-    {"resume", "overwrite", "stop_after", "checkpoint_every", "progress", "verify", "device",
-     "log_every", "extra"}
+    {"shards", "out", "resume", "overwrite", "stop_after", "checkpoint_every", "progress",
+     "verify", "device", "log_every"}
 )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from pipeline.errors import UserError
 from student.config import TrainConfig
 
-_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"variant", "extra"}
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"variant"}
 DEFAULT_ROOT = "students"
 
 

