@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,16 @@ from student.model import project_embeddings
 from student.tokenization import load_tokenizer, truncate_ids
 from student.train import get_lr, run_train_student
 
-# The machine is shared; one thread keeps these small models fast enough and polite.
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The machine is shared: these tiny models run as fast on one thread, and politely."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_train(shards: Path, out: Path, **overrides) -> TrainConfig:
@@ -202,7 +210,7 @@ from pipeline.cli import main
 main()
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "finished at step 4" in result.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -15,8 +15,16 @@ import torch
 from pipeline.cli import main
 from student import load_student
 
-torch.set_num_threads(1)
 TINY = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The machine is shared: these tiny models run as fast on one thread, and politely."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
