@@ -27,7 +27,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` / ``"auto"``: CUDA when available, else CPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise UserError(f"bad --device {device!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for, but CUDA is not available here")
+    return device
 
 
 def autocast(device: torch.device):

@@ -104,11 +104,18 @@ def test_refuses_unknown_loss_and_longer_max_length(monkeypatch, capsys, tmp_pat
     assert_refused(code, err, "max_length 64")
 
 
-def test_two_shard_directories_of_one_teacher_train_together(monkeypatch, capsys, tmp_path,
-                                                              tiny_shards):
-    twin = copy_shards(tiny_shards, tmp_path / "twin")
+def test_arrow_and_hdf5_shards_of_one_teacher_train_together(monkeypatch, capsys, tmp_path,
+                                                              tiny_shards, tiny_teacher_dir,
+                                                              tiny_corpus_file):
+    from data.corpus import CorpusConfig
+    from pipeline.encode import EncodeConfig, run_encode
+
+    hdf5 = tmp_path / "hdf5"
+    run_encode(EncodeConfig(out=hdf5, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),
+                            teacher=str(tiny_teacher_dir), shard_size=100, format="hdf5",
+                            progress=False))
     code, out, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
-                             "--shards", twin, "--out", tmp_path / "out", "--max-steps", "3",
+                             "--shards", hdf5, "--out", tmp_path / "out", "--max-steps", "3",
                              "--verify", "full", *TINY)
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
