@@ -12,6 +12,7 @@ The run has three steps, each resumable:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,8 @@ from pipeline.errors import UserError
 from pipeline.teacher import Teacher, plan_batches
 
 PLAN_NAME = "plan.arrow"
+# Temporary names: write_shard's ``*.tmp-<pid>``, atomic_write_bytes' ``.*.tmp``, ``*.tmp`` here.
+_TEMPORARY = re.compile(r"\.tmp(-\d+)?$")
 RUN_NAME = "run.json"
 
 
@@ -337,18 +340,25 @@ def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -
     if previous != settings_fp:
         _clear(out)
     work.mkdir(parents=True, exist_ok=True)
+    # Half-written files of a killed run: never under a final name, and the lock says none is live.
+    for path in [*out.iterdir(), *work.iterdir()]:
+        if _TEMPORARY.search(path.name):
+            _remove(path)
     atomic_write_json(run_path, {"settings_fingerprint": settings_fp})
 
 
 def _clear(out: Path) -> None:
     for path in out.iterdir():
-        if path.name == LOCK_NAME:
-            continue
-        if parse_shard_name(path.name) or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE} \
-                or ".tmp" in path.name:
-            path.unlink()
-        elif path.name in {WORK_DIR, TOKENIZER_DIR} and path.is_dir():
-            shutil.rmtree(path)
+        if parse_shard_name(path.name) or _TEMPORARY.search(path.name) \
+                or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, WORK_DIR, TOKENIZER_DIR}:
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _write_sidecars(out: Path, teacher: Teacher) -> None:

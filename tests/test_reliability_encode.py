@@ -1,0 +1,280 @@
+"""`pipeline encode` survives kill -9 at any point, a full disk, and a second run on its directory."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cache_tools.writer
+from cache_tools.format import MANIFEST_NAME, parse_shard_name
+from cache_tools.manifest import read_manifest
+from cache_tools.reader import read_shard
+from cache_tools.verify import verify_directory
+from pipeline.cli import main
+from pipeline.teacher import Teacher
+from tests.test_reliability_verify import assert_one_line_error, pipeline_main
+
+KILL_TIMEOUT = 120
+
+
+def _encode_args(corpus, teacher, out, shard_size=64) -> list[str]:
+    return ["encode", "--corpus", str(corpus), "--teacher", str(teacher), "--out", str(out),
+            "--shard-size", str(shard_size), "--quiet"]
+
+
+def _rows(directory: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Shard index -> (ids, vectors) of every file under a final shard name."""
+    rows = {}
+    for path in sorted(directory.iterdir()):
+        parsed = parse_shard_name(path.name)
+        if parsed:
+            data = read_shard(path)
+            rows[parsed[0]] = (data.ids, np.asarray(data.vectors))
+    return rows
+
+
+def _assert_same_rows(got: dict, want: dict) -> None:
+    assert set(got) <= set(want)
+    for index, (ids, vectors) in got.items():
+        np.testing.assert_array_equal(ids, want[index][0])
+        np.testing.assert_array_equal(vectors, want[index][1])
+
+
+def _assert_finished_like(out: Path, reference: Path) -> None:
+    """Complete, verified, identical to the uninterrupted run, no temporary file left behind."""
+    verify_directory(out, full=True)
+    got, want = _rows(out), _rows(reference)
+    assert sorted(got) == sorted(want)
+    _assert_same_rows(got, want)
+    assert [s.sha256 for s in read_manifest(out).shards] == \
+        [s.sha256 for s in read_manifest(reference).shards]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+# -- kill -9 inside the run, at named points -------------------------------------------------
+def _kill_self_at(function_owner, name: str, pattern: str, nth: int, after: bool) -> None:
+    """Wrap ``function_owner.name`` so that its ``nth`` call whose first path argument (or, for
+    os.replace/os.rename, destination) matches ``pattern`` is followed or preceded by SIGKILL."""
+    real = getattr(function_owner, name)
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        target = os.fspath(args[1] if function_owner is os else args[0]) if args else ""
+        hit = isinstance(target, str) and re.search(pattern, target)
+        if hit:
+            calls.append(target)
+        if hit and len(calls) == nth and not after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = real(*args, **kwargs)
+        if hit and len(calls) == nth and after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(function_owner, name, wrapper)
+
+
+def _embed_then_die(nth: int) -> None:
+    real, calls = Teacher.embed, []
+
+    def embed(self, token_ids):
+        calls.append(1)
+        if len(calls) == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, token_ids)
+
+    Teacher.embed = embed
+
+
+def _child(argv: list[str], fault) -> None:
+    """Body of a forked `pipeline` process: install the fault, then run the real entry point.
+    One torch thread: OpenMP's pool does not survive a fork (and every run here uses one thread,
+    so the vectors compared are computed alike)."""
+    torch.set_num_threads(1)
+    if fault is not None:
+        fault()
+    sys.argv = ["pipeline", *argv]
+    main()
+
+
+def _start_forked(argv: list[str], fault=None) -> multiprocessing.Process:
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(argv, fault))
+    process.start()
+    return process
+
+
+def _run_forked(argv: list[str], fault=None) -> int:
+    """Exit code of `pipeline ARGV` run in a forked process (negative: killed by that signal)."""
+    process = _start_forked(argv, fault)
+    process.join(KILL_TIMEOUT)
+    if process.exitcode is None:
+        process.kill()
+        pytest.fail("the forked run hung")
+    return process.exitcode
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_corpus_file, tiny_teacher_dir) -> Path:
+    """The uninterrupted run that every interrupted one must end up equal to."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    assert _run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, out)) == 0
+    return out
+
+
+KILL_POINTS = {
+    # name: (fault installed in the child, a manifest may exist afterwards)
+    "plan-written-not-renamed": lambda: _kill_self_at(os, "replace", r"plan\.arrow$", 1, False),
+    "tokenizer-not-renamed": lambda: _kill_self_at(os, "rename", r"/tokenizer$", 1, False),
+    "mid-teacher-batch": lambda: _embed_then_die(2),
+    "shard-written-not-renamed": lambda: _kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
+                                                       1, False),
+    "shard-renamed-no-receipt": lambda: _kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
+                                                      1, True),
+    "receipt-not-renamed": lambda: _kill_self_at(os, "replace", r"shard-00001\.json$", 1, False),
+    "manifest-not-renamed": lambda: _kill_self_at(os, "replace", r"/manifest\.json$", 1, False),
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(point, tmp_path, reference,
+                                                          tiny_corpus_file, tiny_teacher_dir):
+    out = tmp_path / "out"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
+    assert _run_forked(argv, KILL_POINTS[point]) == -signal.SIGKILL
+    assert not (out / MANIFEST_NAME).exists()
+    _assert_same_rows(_rows(out), _rows(reference))  # no half-written shard under a final name
+
+    assert _run_forked(argv) == 0  # the same command again
+    _assert_finished_like(out, reference)
+
+
+def test_overwrite_after_a_kill_clears_half_written_files(tmp_path, tiny_corpus_file,
+                                                          tiny_teacher_dir):
+    out = tmp_path / "out"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
+    assert _run_forked(argv, KILL_POINTS["tokenizer-not-renamed"]) == -signal.SIGKILL
+    assert (out / "tokenizer.tmp").is_dir()
+    assert _run_forked([*argv, "--dtype", "float32", "--overwrite"]) == 0
+    assert verify_directory(out).num_rows == 200 and not (out / "tokenizer.tmp").exists()
+
+
+def test_external_kill_9_of_a_real_process(tmp_path, tiny_corpus_file, tiny_teacher_dir):
+    """`python -m pipeline encode` killed from outside once a few shards are on disk."""
+    reference = tmp_path / "reference"
+    assert _run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, reference, 2)) == 0
+    out = tmp_path / "out"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out, shard_size=2)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *argv],
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while len(list(out.glob("train-*.arrow"))) < 5 and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / MANIFEST_NAME).exists()
+    _assert_same_rows(_rows(out), _rows(reference))
+
+    assert _run_forked(argv) == 0
+    _assert_finished_like(out, reference)
+
+
+# -- disk full ---------------------------------------------------------------------------------
+def _disk_full(path):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_disk_full_while_writing_a_shard(tmp_path, tiny_shards, tiny_corpus_file, tiny_teacher_dir,
+                                         capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
+    real_write, shards_started = cache_tools.writer._write_arrow, []
+
+    def write_until_full(tmp, *args):
+        shards_started.append(tmp)
+        if len(shards_started) == 3:
+            tmp.write_bytes(b"ARROW1 half a shard")
+            raise _disk_full(tmp)
+        real_write(tmp, *args)
+
+    monkeypatch.setattr(cache_tools.writer, "_write_arrow", write_until_full)
+    code, _, stderr = pipeline_main(capsys, monkeypatch, *argv)
+    assert_one_line_error(code, stderr, "No space left on device", "train-00002-of-00004.arrow",
+                          "rerun the same command to resume")
+    assert not (out / MANIFEST_NAME).exists()
+    assert sorted(_rows(out)) == [0, 1]  # complete shards kept, the broken one removed
+    _assert_same_rows(_rows(out), _rows(tiny_shards))
+    assert not list(out.glob("*.tmp*"))
+
+    monkeypatch.setattr(cache_tools.writer, "_write_arrow", real_write)  # space freed
+    code, stdout, stderr = pipeline_main(capsys, monkeypatch, *argv)
+    assert code == 0 and "this run encoded 72 sentences" in stdout, stderr
+    _assert_finished_like(out, tiny_shards)
+
+
+def test_disk_full_while_writing_the_manifest(tmp_path, tiny_shards, tiny_corpus_file,
+                                              tiny_teacher_dir, capsys, monkeypatch):
+    out = tmp_path / "out"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(".manifest.json."):
+            raise _disk_full(MANIFEST_NAME)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, _, stderr = pipeline_main(capsys, monkeypatch, *argv)
+    assert_one_line_error(code, stderr, "No space left on device", "manifest.json")
+    assert not (out / MANIFEST_NAME).exists() and not list(out.glob(".manifest.json*"))
+    assert sorted(_rows(out)) == [0, 1, 2, 3]
+
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    code, stdout, stderr = pipeline_main(capsys, monkeypatch, *argv)
+    assert code == 0 and "this run encoded 0 sentences" in stdout, stderr
+    _assert_finished_like(out, tiny_shards)
+
+
+# -- two runs on one directory -----------------------------------------------------------------
+def _hold_in_first_batch(started: Path, release: Path) -> None:
+    real = Teacher.embed
+
+    def embed(self, token_ids):
+        started.touch()
+        while not release.exists():
+            time.sleep(0.02)
+        return real(self, token_ids)
+
+    Teacher.embed = embed
+
+
+def test_second_process_on_the_same_directory_is_refused(tmp_path, reference, tiny_corpus_file,
+                                                         tiny_teacher_dir):
+    out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
+    argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
+    first = _start_forked(argv, lambda: _hold_in_first_batch(started, release))
+    try:
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while not started.exists() and first.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert started.exists(), "the first run did not start encoding"
+        second = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True,
+                                text=True, timeout=KILL_TIMEOUT,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert_one_line_error(second.returncode, second.stderr, str(out),
+                              "is locked by another `pipeline encode` run")
+    finally:
+        release.touch()
+        first.join(KILL_TIMEOUT)
+    assert first.exitcode == 0
+    _assert_finished_like(out, reference)
