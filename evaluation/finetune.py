@@ -176,7 +176,7 @@ def predict(model: TaskModel, data: Encoded, batch_size: int, device: torch.devi
     """Model outputs (N, C) in the order of ``data``; batches of similar length for speed."""
     model.eval().to(device)
     order = np.argsort(-data.lengths(), kind="stable")
-    outputs = np.zeros((len(data), model.head.mlp[-1].out_features), dtype=np.float32)
+    outputs = np.zeros((len(data), model.head.num_outputs), dtype=np.float32)
     for rows in _batches(order, batch_size * EVAL_BATCH_FACTOR):
         ids, lengths = _collate(data, rows, model.backbone.pad_id)
         with autocast_context(device):

@@ -13,7 +13,7 @@ class TaskHead(nn.Module):
 
     def __init__(self, dim: int, num_outputs: int, pair: bool, hidden: int, dropout: float):
         super().__init__()
-        self.pair = pair
+        self.pair, self.hidden, self.num_outputs = pair, hidden, num_outputs
         features = 4 * dim if pair else dim
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),

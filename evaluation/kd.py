@@ -22,10 +22,12 @@ from cache_tools.reader import ShardDirectory
 from cache_tools.writer import write_shard
 from data.glue import GlueSplit, TaskData
 from evaluation.config import EvalConfig
-from evaluation.finetune import Encoded, encode_split, finetune, predict
+from evaluation.finetune import Encoded, FinetuneResult, encode_split, finetune, predict
+from evaluation.heads import TaskModel
+from evaluation.report import append_jsonl, run_log_path
 from evaluation.systems import (
     HEAD_FILE,
-    SystemSpec,
+    TEACHER,
     build_model,
     finetuned_teacher_meta,
     load_finetuned_teacher,
@@ -50,13 +52,21 @@ def teacher_logits(
 ) -> np.ndarray:
     """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible."""
     task = data.task
-    source = _teacher_source(config, data, train)
+    if config.kd_teacher is not None:
+        directory = _given_teacher_dir(config.kd_teacher, task.name)
+        source = {"finetuned": str(directory), "sha256": {
+            f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
+    else:
+        source = _base_teacher_source(config, data, train)
     key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
     cache = config.out / CACHE_DIR / f"{task.name}-{key}"
     if (cache / MANIFEST_NAME).is_file():
         log(f"{task.name}: teacher logits from the cache {cache}")
         return read_logits(cache, len(train))
-    model = _finetuned_teacher(config, data, train, source, device, log)
+    if config.kd_teacher is not None:
+        model = load_finetuned_teacher(directory, task, config)
+    else:
+        model, _ = seed0_teacher(config, data, train, device, log)
     encoded = encode_split(model.backbone, train)
     logits = predict(model, encoded, config.batch_size, device)  # (N, C)
     write_logits(cache, train, encoded, logits, source, key, config.command)
@@ -64,12 +74,8 @@ def teacher_logits(
     return logits
 
 
-def _teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
-    """What determines the teacher's logits, apart from the data they are computed on."""
-    if config.kd_teacher is not None:
-        directory = _given_teacher_dir(config.kd_teacher, data.task.name)
-        return {"finetuned": str(directory), "sha256": {
-            f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
+def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
+    """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
     base = Teacher(config.teacher, device="cpu")
     settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
     return {"base": base.name, "fingerprint": base.fingerprint(), "settings": vars(settings),
@@ -88,26 +94,30 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
     )
 
 
-def _finetuned_teacher(config, data: TaskData, train: GlueSplit, source: dict, device, log):
-    """The given fine-tuned teacher, the one saved by an earlier run, or a newly fine-tuned one."""
+def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
+                  log: Callable[[str], None]) -> tuple[TaskModel, FinetuneResult]:
+    """The teacher fine-tuned with seed 0, shared by the ``teacher`` row and ``+kd``.
+
+    It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
+    base teacher, the settings and the data stay the same (the costliest run is done once).
+    """
     task = data.task
-    if config.kd_teacher is not None:
-        return load_finetuned_teacher(_given_teacher_dir(config.kd_teacher, task.name), task, config)
+    key = fingerprint(_base_teacher_source(config, data, train))
     directory = config.out / FINETUNED_DIR / task.name
-    key = fingerprint(source)
     meta = finetuned_teacher_meta(directory)
     if meta is not None and meta.get("settings_fingerprint") == key:
-        log(f"{task.name}: fine-tuned teacher from {directory}")
-        return load_finetuned_teacher(directory, task, config)
-    log(f"{task.name}: fine-tuning the teacher for distillation (seed {TEACHER_SEED})")
-    spec = SystemSpec("teacher", "teacher", None, kd=False)
-    model = build_model(spec, task, config, TEACHER_SEED)
+        log(f"{task.name}: fine-tuned teacher (seed {TEACHER_SEED}) from {directory}")
+        return load_finetuned_teacher(directory, task, config), FinetuneResult(**meta["result"])
+    log(f"{task.name}: fine-tuning the teacher (seed {TEACHER_SEED})")
+    model = build_model(TEACHER, task, config, TEACHER_SEED)
     dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
     settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
-    result = finetune(model, task, encode_split(model.backbone, train), dev, settings, device)
-    log(f"{task.name}: teacher dev score {result.score:.2f} (epoch {result.best_epoch})")
-    save_finetuned_teacher(model, task, directory, key)
-    return model
+    log_path = run_log_path(config.out, TEACHER.slug, task.name, TEACHER_SEED)
+    log_path.unlink(missing_ok=True)
+    result = finetune(model, task, encode_split(model.backbone, train), dev, settings, device,
+                      log=lambda record: append_jsonl(log_path, record))
+    save_finetuned_teacher(model, task, directory, key, result)
+    return model, result
 
 
 def write_logits(cache: Path, train: GlueSplit, encoded: Encoded, logits: np.ndarray,

@@ -128,6 +128,11 @@ def write_submission(directory: Path, task: GlueTask, stem: str, split: GlueSpli
     return path
 
 
+def run_log_path(out: Path, system_slug: str, task: str, seed: int) -> Path:
+    """Where one run's per-epoch records go."""
+    return out / "logs" / system_slug / task / f"seed{seed}.jsonl"
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:

@@ -19,8 +19,14 @@ import torch
 from data.glue import GlueSplit, TaskData, load_task
 from evaluation.config import EvalConfig
 from evaluation.finetune import encode_split, finetune, predict
-from evaluation.kd import teacher_logits
-from evaluation.report import append_jsonl, summarize, write_results, write_submission
+from evaluation.kd import TEACHER_SEED, seed0_teacher, teacher_logits
+from evaluation.report import (
+    append_jsonl,
+    run_log_path,
+    summarize,
+    write_results,
+    write_submission,
+)
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
 from pipeline.errors import UserError
@@ -54,7 +60,9 @@ def run_glue_eval(config: EvalConfig) -> EvalResult:
     for name in config.tasks:
         data = load_task(name, config.glue_dir, with_test=config.predict_test and not config.zero_shot)
         train = training_subset(data.train, config.max_train_samples)
-        _log(f"{name}: {len(train)} training rows, dev {[len(d) for d in data.dev.values()]}")
+        skipped = f", {data.train.skipped} malformed rows skipped" if data.train.skipped else ""
+        _log(f"{name}: {len(train)} training rows{skipped}, dev sizes "
+             f"{[len(d) for d in data.dev.values()]} ({data.source})")
         if name == "STS-B":
             zero_shot = stsb_zero_shot(specs, data.dev[""], config, _log)
         if config.zero_shot:
@@ -87,16 +95,19 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
     """Fine-tune one system on one task with one seed; score dev, predict test if asked."""
     task = data.task
     started = time.perf_counter()
-    model = build_model(spec, task, config, seed)
-    encoded_train = encode_split(model.backbone, train)
-    encoded_train.targets = targets
-    dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
-    log_path = config.out / "logs" / spec.slug / task.name / f"seed{seed}.jsonl"
-    log_path.unlink(missing_ok=True)
-    result = finetune(
-        model, task, encoded_train, dev, config.train_settings(spec.kind == "teacher", seed),
-        device, log=lambda record: append_jsonl(log_path, record),
-    )
+    if spec.kind == "teacher" and seed == TEACHER_SEED:
+        model, result = seed0_teacher(config, data, train, device, _log)
+    else:
+        model = build_model(spec, task, config, seed)
+        encoded_train = encode_split(model.backbone, train)
+        encoded_train.targets = targets
+        dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
+        log_path = run_log_path(config.out, spec.slug, task.name, seed)
+        log_path.unlink(missing_ok=True)
+        result = finetune(
+            model, task, encoded_train, dev, config.train_settings(spec.kind == "teacher", seed),
+            device, log=lambda record: append_jsonl(log_path, record),
+        )
     if config.predict_test:
         folder = config.out / "submissions" / spec.slug / f"seed{seed}"
         for stem, split in data.test.items():

@@ -12,6 +12,7 @@ A system spec is ``KIND[:DIR][+kd]``:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from data.glue import GlueTask
 from evaluation.backbones import Backbone, StudentBackbone, TeacherBackbone
 from evaluation.config import EvalConfig
+from evaluation.finetune import FinetuneResult
 from evaluation.heads import TaskHead, TaskModel
 from pipeline.errors import UserError
 from pipeline.teacher import Teacher
@@ -43,6 +45,9 @@ class SystemSpec:
     def slug(self) -> str:
         """A file-system safe name for logs and submission folders."""
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.label).strip("_")
+
+
+TEACHER = SystemSpec("teacher", "teacher", None, kd=False)
 
 
 def parse_system(text: str) -> SystemSpec:
@@ -104,8 +109,10 @@ def _backbone(spec: SystemSpec, config: EvalConfig) -> Backbone:
 
 
 # -- fine-tuned teachers on disk --------------------------------------------------------------
-def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, key: str) -> None:
-    """The fine-tuned transformer and tokenizer (HF format), the head, and what rebuilds them."""
+def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, key: str,
+                           result: FinetuneResult) -> None:
+    """The fine-tuned transformer and tokenizer (HF format), the head, what rebuilds them and
+    the fine-tuning result."""
     backbone: TeacherBackbone = model.backbone
     directory.mkdir(parents=True, exist_ok=True)
     backbone.model.save_pretrained(directory)
@@ -118,8 +125,9 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         "normalize": backbone.normalize,
         "layer": backbone.layer,
         "max_length": backbone.max_length,
-        "head_hidden": model.head.mlp[1].out_features,
+        "head_hidden": model.head.hidden,
         "settings_fingerprint": key,
+        "result": dataclasses.asdict(result),
     }
     # written last: its presence means the directory is complete
     (directory / FINETUNED_META).write_text(json.dumps(meta, indent=2) + "\n")

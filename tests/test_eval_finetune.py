@@ -21,7 +21,15 @@ from data.glue import TASKS, GlueSplit, load_task
 from evaluation import kd
 from evaluation.backbones import StudentBackbone, pad_batch
 from evaluation.config import EvalConfig
-from evaluation.finetune import Encoded, TrainSettings, encode_split, finetune, predict, task_loss
+from evaluation.finetune import (
+    Encoded,
+    FinetuneResult,
+    TrainSettings,
+    encode_split,
+    finetune,
+    predict,
+    task_loss,
+)
 from evaluation.heads import TaskHead, TaskModel
 from evaluation.report import markdown, summarize, write_submission
 from evaluation.systems import (
@@ -180,7 +188,8 @@ def test_finetuned_teacher_roundtrip(tmp_path, tiny_teacher_dir):
     model = build_model(SystemSpec("teacher", "teacher", None, False), data.task, config, seed=0)
     dev = encode_split(model.backbone, data.dev[""])
     before = predict(model, dev, 4, CPU)
-    save_finetuned_teacher(model, data.task, tmp_path / "ft", key="k")
+    result = FinetuneResult(best_epoch=1, dev_metrics={"acc": 50.0}, score=50.0)
+    save_finetuned_teacher(model, data.task, tmp_path / "ft", "k", result)
     loaded = load_finetuned_teacher(tmp_path / "ft", data.task, config)
     np.testing.assert_allclose(predict(loaded, dev, 4, CPU), before, rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="fine-tuned on RTE"):
@@ -207,6 +216,10 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
     np.testing.assert_array_equal(again, logits)
     assert any("from the cache" in m for m in messages)
+    # the teacher row's seed-0 run is the same fine-tuned teacher, loaded with its dev result
+    _, result = kd.seed0_teacher(config, data, data.train, CPU, messages.append)
+    logged = (config.out / "logs" / "teacher" / "MRPC" / "seed0.jsonl").read_text().splitlines()
+    assert result.history == [json.loads(line) for line in logged]
     # a given fine-tuned teacher directory is used as is
     given = tiny_config(tmp_path, tiny_teacher_dir, out=tmp_path / "out2",
                         kd_teacher=config.out / kd.FINETUNED_DIR)
