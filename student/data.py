@@ -18,6 +18,7 @@ from cache_tools.format import ShardError
 from cache_tools.manifest import Manifest, sha256_file
 from cache_tools.reader import ShardData, ShardDirectory, read_shard
 from cache_tools.verify import verify_directory
+from pipeline.errors import UserError
 from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
 
 # Manifest fields that must agree between shard directories trained on together: the same
@@ -63,6 +64,9 @@ class ShardCorpus:
     """All rows of one or more shard directories, addressed by a global row number."""
 
     def __init__(self, paths: list[str | Path], verify: str = "cheap"):
+        resolved = [Path(path).resolve() for path in paths]
+        if len(set(resolved)) != len(resolved):
+            raise UserError("the same --shards directory is given twice")
         for path in paths:
             # Cheap check (sizes, schema, files present) always; --verify full adds hashes and values.
             verify_directory(path, full=verify == "full")
