@@ -205,21 +205,26 @@ class CorpusReader:
     def _paragraphs(self) -> Iterator[str]:
         for source in self.sources:
             self.stats.files += 1
-            if source == "wiki-hub":
-                yield from self._clean_lines(self._hub_wikipedia())
-                continue
-            path = Path(source)
-            name = path.name.lower()
-            if ".xml" in name and ("pages-articles" in name or name.endswith((".xml", ".xml.bz2"))):
-                yield from self._clean_lines(self._wiki_dump(path))
-            elif path.suffix.lower() == ".jsonl" or name.endswith(".jsonl.gz"):
-                yield from self._clean_lines(self._jsonl(path))
-            elif path.suffix.lower() == ".parquet":
-                yield from self._clean_lines(self._parquet(path))
-            elif path.suffix.lower() in TABLE_SUFFIXES:
-                yield from self._clean_lines(self._table(path))
-            else:
-                yield from self._clean_lines(self._text_file(path))
+            try:
+                yield from self._clean_lines(self._texts(source))
+            except (OSError, EOFError) as exc:  # a corrupt .gz/.bz2, an unreadable file
+                raise UserError(f"{source}: cannot read ({exc})") from None
+
+    def _texts(self, source: str) -> Iterator[str]:
+        """The documents of one source, by its kind."""
+        if source == "wiki-hub":
+            return self._hub_wikipedia()
+        path = Path(source)
+        name = path.name.lower()
+        if ".xml" in name and ("pages-articles" in name or name.endswith((".xml", ".xml.bz2"))):
+            return self._wiki_dump(path)
+        if path.suffix.lower() == ".jsonl" or name.endswith(".jsonl.gz"):
+            return self._jsonl(path)
+        if path.suffix.lower() == ".parquet":
+            return self._parquet(path)
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            return self._table(path)
+        return self._text_file(path)
 
     def _clean_lines(self, texts: Iterator[str]) -> Iterator[str]:
         """Split documents into lines and drop empty, overlong and markup lines (counted)."""

@@ -21,8 +21,8 @@ def main() -> None:
     """Console entry point: known errors become one line on stderr and exit code 2."""
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        click.echo("Interrupted; rerun the same command to resume.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -30,9 +30,6 @@ def main() -> None:
     except (UserError, ShardError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("Interrupted; rerun the same command to resume.", err=True)
-        sys.exit(130)
     except OSError as exc:
         # Disk full, permission denied, missing file: the message is enough.
         message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")

@@ -104,7 +104,8 @@ class EncodeResult:
             f"{m.num_rows} sentences ({m.num_tokens} tokens) in {len(m.shards)} shards, "
             f"{m.num_bytes / 1e6:.1f} MB; this run encoded {self.encoded_rows} sentences at "
             f"{self.encoded_rows / seconds:.1f} sent/s, {self.encoded_tokens / seconds:.0f} tok/s "
-            f"({self.total_seconds:.1f}s in all)"
+            f"({self.total_seconds:.1f}s in all); dropped: "
+            f"{_drop_counts(m.corpus.get('stats', {})) or 'nothing'}"
         )
 
 
@@ -149,9 +150,16 @@ def build_plan(config: EncodeConfig, work: Path) -> tuple[pa.Table, dict]:
     return table, info
 
 
+def _drop_counts(stats: dict) -> str:
+    """The reader's skip and filter counts that are not zero: ``binary_files=1, too_short=3``."""
+    counters = {"files", "documents", "lines", "sentences_seen", "sentences_kept"}
+    return ", ".join(f"{k}={v}" for k, v in stats.items() if v and k not in counters)
+
+
 def _describe_drops(stats: dict) -> str:
-    dropped = {k: v for k, v in stats.items() if v and k not in {"sentences_kept"}}
-    return ", ".join(f"{k}={v}" for k, v in dropped.items()) or "empty input"
+    """Why nothing was kept, with a hint when records lacked the text field."""
+    hint = "; is --text-column right?" if stats.get("bad_records") else ""
+    return (_drop_counts(stats) or "empty input") + hint
 
 
 # -- run ------------------------------------------------------------------------------------
