@@ -55,17 +55,24 @@ class HFEncoder:
         return out
 
 
-def throughput(encode, texts: list[str], repeats: int) -> float:
-    """Sentences/s at batch 64, best of ``repeats`` (after one warm-up batch)."""
-    encode(texts[:64], 64)
-    best = min(_seconds(lambda: encode(texts, 64)) for _ in range(repeats))
-    return len(texts) / best
+def measure(models: dict[str, tuple], texts: list[str], singles: list[str], repeats: int):
+    """{name: (sentences/s at batch 64, median ms at batch 1)}.
 
-
-def latency_ms(encode, texts: list[str]) -> float:
-    """Median milliseconds to encode one sentence alone."""
-    encode(texts[:1], 1)
-    return 1000 * statistics.median(_seconds(lambda t=text: encode([t], 1)) for text in texts)
+    Models are interleaved (round by round, sentence by sentence) so that load from other
+    processes on a shared machine hits all of them alike; throughput is the best round.
+    """
+    for encode, subset in models.values():
+        encode(subset[:64], 64)  # warm-up
+    best = dict.fromkeys(models, float("inf"))
+    for _ in range(repeats):
+        for name, (encode, subset) in models.items():
+            seconds = _seconds(lambda e=encode, t=subset: e(t, 64))
+            best[name] = min(best[name], seconds / len(subset))
+    single = {name: [] for name in models}
+    for text in singles:
+        for name, (encode, _) in models.items():
+            single[name].append(_seconds(lambda e=encode: e([text], 1)))
+    return {name: (1 / best[name], 1000 * statistics.median(single[name])) for name in models}
 
 
 def _seconds(fn) -> float:
@@ -133,9 +140,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--sizes", default="256x1,256x2,192x2",
                         help="Student sizes as HIDDENxLAYERS (embed dim: the teacher's).")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-sentences", type=int, default=100)
-    parser.add_argument("--bert-base-sentences", type=int, default=500,
+    parser.add_argument("--bert-base-sentences", type=int, default=256,
                         help="BERT-base throughput on the first N sentences (it is slow).")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=None)
@@ -160,18 +167,19 @@ def main() -> None:
     teacher = HFEncoder(AutoModel.from_pretrained(teacher_dir), tokenizer, 256)
     torch.manual_seed(0)
     bert_base = HFEncoder(BertModel(BertConfig()), tokenizer, 256)
-    rows = [("teacher all-MiniLM-L6-v2", teacher.model, throughput(teacher.encode, texts, 1),
-             latency_ms(teacher.encode, singles))]
     bert_texts = texts[: args.bert_base_sentences]
-    rows.append(("BERT-base (random)", bert_base.model, throughput(bert_base.encode, bert_texts, 1),
-                 latency_ms(bert_base.encode, singles)))
+    modules = {"teacher all-MiniLM-L6-v2": teacher.model, "BERT-base (random)": bert_base.model}
+    models = {"teacher all-MiniLM-L6-v2": (teacher.encode, texts),
+              "BERT-base (random)": (bert_base.encode, bert_texts)}
     dim = teacher.model.config.hidden_size
     for size in args.sizes.split(","):
         hidden, layers = map(int, size.lower().split("x"))
         student = random_student(teacher_dir, hidden, layers, dim)
-        encode = lambda batch, bs, s=student: s.encode(batch, batch_size=bs)  # noqa: E731
-        rows.append((f"student BiLSTM {layers}x{hidden}", student.model,
-                     throughput(encode, texts, args.repeats), latency_ms(encode, singles)))
+        name = f"student BiLSTM {layers}x{hidden}"
+        modules[name] = student.model
+        models[name] = (lambda batch, bs, s=student: s.encode(batch, batch_size=bs), texts)
+    timings = measure(models, texts, singles, args.repeats)
+    rows = [(name, modules[name], *timings[name]) for name in models]
 
     teacher_rate, bert_rate = rows[0][2], rows[1][2]
     print(f"\n{'model':28} {'params':>8} {'sent/s b64':>11} {'b1 ms':>7} {'x teacher':>10} "
