@@ -253,6 +253,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
                 pending = pool.submit(teacher.tokenize, shard_texts(todo[position + 1]))
             vectors = _encode_with_progress(teacher, token_ids, config, progress)
             lo, name = index * config.shard_size, shard_name(index, num_shards, config.format)
+            _check_finite(vectors, config.dtype, lo, name)
             write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_texts(index),
                         token_ids, vectors, config.dtype, {**shard_meta, "index": index})
             _write_receipt(out, work, index, name, lo, token_ids)
@@ -327,6 +328,20 @@ def _encode_with_progress(teacher: Teacher, token_ids: list[list[int]], config: 
         vectors[batch] = teacher.embed([token_ids[i] for i in batch])
         progress.update(len(batch), sum(len(token_ids[i]) for i in batch))
     return vectors
+
+
+def _check_finite(vectors: np.ndarray, dtype: str, first_id: int, name: str) -> None:
+    """Refuse to store NaN/Inf vectors (from the teacher, or a float16 overflow): they would
+    poison every student trained on the shard."""
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(vectors.astype(dtype)).all(axis=1)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite)
+    hint = ("; they overflow float16: pass --dtype float32" if np.isfinite(vectors).all()
+            else "; check the teacher and --device")
+    raise UserError(f"{name}: NaN or Inf teacher vectors for {len(bad)} sentences "
+                    f"(first id {first_id + int(bad[0])}){hint}")
 
 
 def _shard_rows(index: int, num_rows: int, shard_size: int) -> int:

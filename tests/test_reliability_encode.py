@@ -245,6 +245,32 @@ def test_disk_full_while_writing_the_manifest(tmp_path, tiny_shards, tiny_corpus
     _assert_finished_like(out, tiny_shards)
 
 
+# -- a teacher that gives NaN/Inf ------------------------------------------------------------------
+@pytest.mark.parametrize("value, message", [
+    (np.nan, "check the teacher and --device"),
+    (1e6, "they overflow float16: pass --dtype float32"),
+])
+def test_non_finite_teacher_vectors_are_never_stored(value, message, tmp_path, tiny_shards,
+                                                     tiny_corpus_file, tiny_teacher_dir, capsys,
+                                                     monkeypatch):
+    out = tmp_path / "out"
+    real, calls = Teacher.embed, []
+
+    def embed(self, token_ids):
+        vectors = real(self, token_ids)
+        calls.append(1)
+        if len(calls) == 2:  # shard 1
+            vectors[3, 0] = value
+        return vectors
+
+    monkeypatch.setattr(Teacher, "embed", embed)
+    code, _, err = pipeline_main(capsys, monkeypatch,
+                                 *_encode_args(tiny_corpus_file, tiny_teacher_dir, out))
+    assert_one_line_error(code, err, "train-00001-of-00004.arrow: NaN or Inf teacher vectors for 1 "
+                          "sentences", message)
+    assert sorted(_rows(out)) == [0] and not (out / MANIFEST_NAME).exists()
+
+
 # -- two runs on one directory -----------------------------------------------------------------
 def _hold_in_first_batch(started: Path, release: Path) -> None:
     real = Teacher.embed
