@@ -33,10 +33,11 @@ def pipeline_main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    """Exit 2, a single ``error: ...`` line on stderr that contains every fragment, no traceback."""
+def assert_one_line_error(code: int, err: str, *fragments: str, after_log: bool = False) -> None:
+    """Exit 2, a single ``error: ...`` line on stderr that contains every fragment, no traceback
+    (``after_log``: progress lines before it are allowed)."""
     assert code == 2, err
-    lines = err.strip().splitlines()
+    lines = err.strip().splitlines()[-1 if after_log else 0:]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert all(f in lines[0] for f in fragments), err
     assert "Traceback" not in err
