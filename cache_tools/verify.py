@@ -32,11 +32,11 @@ class VerifyReport:
     checked_checksums: bool
 
     def summary(self) -> str:
-        depth = ("sha256, schema, ids, values" if self.checked_checksums
-                 else "sizes, schema, row counts; no hashing")
+        depth = ("sha256, schema, ids and values checked" if self.checked_checksums
+                 else "quick: sizes, schema and row counts checked, no hashing")
         return (
             f"OK: {self.num_shards} shards, {self.num_rows} rows, "
-            f"{self.num_bytes / 1e6:.1f} MB ({depth} checked)"
+            f"{self.num_bytes / 1e6:.1f} MB ({depth})"
         )
 
 
@@ -53,7 +53,7 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
             raise ShardError(f"manifest entry {position} is {info.name!r} (index {info.index}), "
                              f"expected {expected!r}")
         if info.first_id != expected_id:
-            raise ShardError(f"{path.name}: first id {info.first_id}, expected {expected_id}")
+            raise ShardError(f"{path}: first id {info.first_id}, expected {expected_id}")
         verify_shard(path, info, manifest, full, vocab_rows)
         expected_id += info.num_rows
     if expected_id != manifest.num_rows:
@@ -64,7 +64,7 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
 def verify_shard(path: Path, info: ShardInfo, manifest: Manifest, full: bool = True,
                  vocab_rows: int | None = None) -> None:
     """Check one shard file against its manifest entry; ShardError names the file."""
-    name = path.name
+    name = str(path)
     if not path.is_file():
         raise ShardError(f"{name}: listed in the manifest but missing")
     size = path.stat().st_size
@@ -144,12 +144,12 @@ def _arrow_rows(path: Path, manifest: Manifest) -> int:
             schema = reader.schema
             rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
     except (OSError, pa.ArrowException) as exc:
-        raise ShardError(f"{path.name}: unreadable shard ({exc})") from None
+        raise ShardError(f"{path}: unreadable shard ({exc})") from None
     if schema.names != expected.names:
-        raise ShardError(f"{path.name}: columns {schema.names}, expected {expected.names}")
+        raise ShardError(f"{path}: columns {schema.names}, expected {expected.names}")
     for field in expected:
         if schema.field(field.name).type != field.type:
-            raise ShardError(f"{path.name}: column {field.name!r} is {schema.field(field.name).type}, "
+            raise ShardError(f"{path}: column {field.name!r} is {schema.field(field.name).type}, "
                              f"expected {field.type} (dim {manifest.dim}, {manifest.dtype})")
     return rows
 
@@ -162,7 +162,7 @@ def _hdf5_rows(path: Path, manifest: Manifest) -> int:
         with h5py.File(path, "r") as h5:
             missing = [k for k in ("id", "text", "input_ids", "vector") if k not in h5]
             if missing:
-                raise ShardError(f"{path.name}: datasets {missing} missing")
+                raise ShardError(f"{path}: datasets {missing} missing")
             rows = h5["id"].shape[0]
             checks = {
                 "id": h5["id"].dtype == np.int64 and h5["id"].shape == (rows,),
@@ -174,10 +174,10 @@ def _hdf5_rows(path: Path, manifest: Manifest) -> int:
             }
             shapes = {k: (h5[k].shape, h5[k].dtype) for k in checks}
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise ShardError(f"{path.name}: unreadable shard ({exc})") from None
+        raise ShardError(f"{path}: unreadable shard ({exc})") from None
     for key, ok in checks.items():
         if not ok:
             shape, dtype = shapes[key]
-            raise ShardError(f"{path.name}: dataset {key!r} is {shape} {dtype}, does not match "
+            raise ShardError(f"{path}: dataset {key!r} is {shape} {dtype}, does not match "
                              f"{rows} rows (dim {manifest.dim}, {manifest.dtype})")
     return rows
