@@ -51,13 +51,14 @@ def run_glue_eval(config: EvalConfig) -> EvalResult:
     started = time.perf_counter()
     specs = resolve_systems(config.systems)
     if config.zero_shot and "STS-B" not in config.tasks:
-        raise UserError("--zero-shot scores STS-B: include it in --tasks")
+        raise UserError("--zero-shot scores STS-B, which is not among the tasks "
+                        "(add --tasks STS-B; it needs STS-B/ in --glue-dir)")
     device = resolve_device(config.device)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "runs.jsonl").unlink(missing_ok=True)  # this run's records only
     runs: list[dict] = []
     zero_shot: dict[str, float] = {}
-    for name in config.tasks:
+    for name in ["STS-B"] if config.zero_shot else config.tasks:
         data = load_task(name, config.glue_dir, with_test=config.predict_test and not config.zero_shot)
         train = training_subset(data.train, config.max_train_samples)
         skipped = f", {data.train.skipped} malformed rows skipped" if data.train.skipped else ""
@@ -65,21 +66,27 @@ def run_glue_eval(config: EvalConfig) -> EvalResult:
              f"{[len(d) for d in data.dev.values()]} ({data.source})")
         if name == "STS-B":
             zero_shot = stsb_zero_shot(specs, data.dev[""], config, _log)
-        if config.zero_shot:
-            continue
-        targets = (teacher_logits(config, data, train, device, _log)
-                   if any(spec.kd for spec in specs) else None)
-        for spec in specs:
-            for seed in range(config.seeds):
-                record = run_one(spec, data, train, targets if spec.kd else None, seed, config,
-                                 device)
-                append_jsonl(config.out / "runs.jsonl", record)
-                runs.append(record)
+        if not config.zero_shot:
+            runs += run_task(specs, data, train, config, device)
     summary = summarize(runs, [s.label for s in specs], config.tasks) if runs else {}
     settings = {k: str(v) if isinstance(v, Path) else v
                 for k, v in dataclasses.asdict(config).items()}
     write_results(config.out, summary, config.tasks, zero_shot, settings)
     return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started)
+
+
+def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: EvalConfig,
+             device: torch.device) -> list[dict]:
+    """Every system with every seed on one task; the teacher's logits first if +kd needs them."""
+    targets = (teacher_logits(config, data, train, device, _log)
+               if any(spec.kd for spec in specs) else None)
+    records = []
+    for spec in specs:
+        for seed in range(config.seeds):
+            record = run_one(spec, data, train, targets if spec.kd else None, seed, config, device)
+            append_jsonl(config.out / "runs.jsonl", record)
+            records.append(record)
+    return records
 
 
 def training_subset(train: GlueSplit, limit: int | None) -> GlueSplit:
