@@ -177,13 +177,25 @@ def task_by_name(name: str) -> GlueTask:
 
 def available_tasks(glue_dir: str | Path) -> list[str]:
     """Tasks whose train and dev files are all present under ``glue_dir``, in GLUE order."""
-    root = Path(glue_dir)
-    return [
-        task.name
-        for task in TASKS.values()
-        if (root / task.directory / "train.tsv").is_file()
-        and all((root / task.directory / f).is_file() for f in task.dev_files.values())
-    ]
+    return [task.name for task in TASKS.values() if not missing_files(glue_dir, task)]
+
+
+def missing_files(glue_dir: str | Path, task: GlueTask, with_test: bool = False) -> list[str]:
+    """The names of the task's train/dev (and test) files that ``glue_dir`` lacks."""
+    folder = Path(glue_dir) / task.directory
+    needed = ["train.tsv", *task.dev_files.values()]
+    needed += list(task.test_files.values()) if with_test else []
+    return [name for name in needed if not (folder / name).is_file()]
+
+
+def check_task_files(glue_dir: str | Path, task: GlueTask, with_test: bool = False) -> None:
+    """UserError naming the missing files, before any time is spent on other tasks."""
+    missing = missing_files(glue_dir, task, with_test)
+    if missing:
+        raise UserError(
+            f"{task.name}: missing {', '.join(missing)} in {Path(glue_dir) / task.directory} "
+            "(expected the original GLUE TSV layout, as written by the GLUE download script)"
+        )
 
 
 # -- TSV --------------------------------------------------------------------------------------
@@ -281,14 +293,8 @@ class TaskData:
 def load_task_tsv(glue_dir: str | Path, name: str, with_test: bool = False) -> TaskData:
     """Read a task from a GLUE directory in the original layout."""
     task = task_by_name(name)
+    check_task_files(glue_dir, task, with_test)
     folder = Path(glue_dir) / task.directory
-    needed = ["train.tsv", *task.dev_files.values()]
-    missing = [f for f in needed if not (folder / f).is_file()]
-    if missing:
-        raise UserError(
-            f"{task.name}: missing {', '.join(missing)} in {folder} (expected the original GLUE "
-            "TSV layout, as written by the GLUE download script)"
-        )
     train = read_task_file(task, folder / "train.tsv", "train", task.train)
     dev = {
         suffix: read_task_file(task, folder / f, f.removesuffix(".tsv"), task.train)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data.glue import TASKS, available_tasks, task_by_name
+from data.glue import TASKS, available_tasks, check_task_files, task_by_name
 from evaluation.finetune import TrainSettings
 from pipeline.errors import UserError
 
@@ -68,6 +68,10 @@ class EvalConfig:
                         f"--glue-dir {self.glue_dir}: no GLUE task folder with train.tsv and dev "
                         "files (expected e.g. CoLA/train.tsv, CoLA/dev.tsv)"
                     )
+        if self.glue_dir is not None:
+            # fail now, not after hours of training on the tasks before a broken one
+            for name in names:
+                check_task_files(self.glue_dir, TASKS[name], self.predict_test and not self.zero_shot)
         # GLUE order, no duplicates
         return [name for name in TASKS if name in names]
 

@@ -180,6 +180,10 @@ def test_config_validation(tmp_path):
         EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path / "missing")
     config = EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=FIXTURES, tasks=["rte", "cola"])
     assert config.tasks == ["CoLA", "RTE"]  # GLUE order
+    (tmp_path / "RTE").mkdir()
+    (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(UserError, match="RTE: missing dev.tsv"):
+        EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path, tasks=["RTE"])
 
 
 def test_finetuned_teacher_roundtrip(tmp_path, tiny_teacher_dir):
