@@ -69,7 +69,9 @@ def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds
         lines += [
             f"GLUE dev results, mean ± std over {seeds} seed(s); scores × 100. Tasks with two "
             "metrics show both; the average is over the tasks in this table (each task's score "
-            "is the mean of its metrics; MNLI m and mm count as one task).",
+            "is the mean of its metrics; MNLI m and mm count as one task). Each run's epoch is "
+            "picked on the same dev set (GLUE test labels are hidden), the usual GLUE-dev "
+            "practice, which flatters every row alike.",
             "",
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),

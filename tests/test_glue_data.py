@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -128,3 +130,39 @@ def test_real_glue_qnli_dev_and_diagnostic(shared_data):
     assert len(read_task_file(qnli, glue / "QNLI" / "dev.tsv", "dev", qnli.train)) == 5463
     assert len(read_task_file(qnli, glue / "QNLI" / "test.tsv", "test", qnli.test)) == 5463
     assert len(read_diagnostic(glue)) == 1104
+
+
+class FakeHubSplit:
+    """The part of a ``datasets.Dataset`` the hub reader uses."""
+
+    def __init__(self, columns: dict[str, list], label_names: list[str]):
+        self.columns = columns
+        self.column_names = list(columns)
+        self.features = {"label": SimpleNamespace(names=label_names)}
+
+    def __getitem__(self, column: str) -> list:
+        return self.columns[column]
+
+
+def test_hub_reader_maps_hub_label_ids_to_ours(monkeypatch):
+    hub_names = ["entailment", "neutral", "contradiction"]  # nyu-mll/glue's MNLI order
+
+    def split(labels):
+        return FakeHubSplit({"premise": ["p"] * len(labels), "hypothesis": ["h"] * len(labels),
+                             "label": labels, "idx": list(range(len(labels)))}, hub_names)
+
+    def load_dataset(path, config):
+        assert path == "nyu-mll/glue"
+        if config == "ax":
+            return {"test": split([-1])}
+        return {"train": split([0, 1, 2]), "validation_matched": split([2]),
+                "validation_mismatched": split([1]), "test_matched": split([-1]),
+                "test_mismatched": split([-1, -1])}
+
+    monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(load_dataset=load_dataset))
+    data = load_task("MNLI", None, with_test=True)
+    ours = TASKS["MNLI"].labels
+    assert [ours[i] for i in data.train.labels] == hub_names
+    assert [ours[i] for i in data.dev["m"].labels] == ["contradiction"]
+    assert set(data.test) == {"MNLI-m", "MNLI-mm", DIAGNOSTIC}
+    assert data.test["MNLI-mm"].labels is None and data.test["MNLI-mm"].index == ["0", "1"]
