@@ -43,6 +43,8 @@ class EvalConfig:
             raise UserError("give at least one --system (student:DIR, scratch, kd, teacher...)")
         if self.glue_dir is not None and not self.glue_dir.is_dir():
             raise UserError(f"--glue-dir {self.glue_dir}: no such directory")
+        if self.kd_teacher is not None and not self.kd_teacher.is_dir():
+            raise UserError(f"--kd-teacher {self.kd_teacher}: no such directory")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise UserError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha}")
         for name in ("seeds", "epochs", "batch_size", "patience", "head_hidden"):

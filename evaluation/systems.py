@@ -84,6 +84,10 @@ def resolve_systems(texts: list[str]) -> list[SystemSpec]:
                     "write scratch:DIR (or kd:DIR) or add a student:DIR system"
                 )
             spec = SystemSpec(spec.label, spec.kind, first_student, spec.kd)
+        if spec.path is not None:
+            from student import StudentConfig
+
+            StudentConfig.load(spec.path)  # a UserError now if DIR is no saved student
         resolved.append(spec)
     return resolved
 

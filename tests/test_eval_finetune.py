@@ -148,8 +148,13 @@ def test_head_features():
 
 # -- systems ------------------------------------------------------------------------------------
 def test_system_specs(tmp_path):
+    from student import StudentConfig
+
     student = tmp_path / "s1"
     student.mkdir()
+    with pytest.raises(UserError, match="not a saved student"):
+        resolve_systems([f"student:{student}"])
+    StudentConfig(vocab_size=10, output_dim=4).save(student)
     specs = resolve_systems([f"student:{student}", f"student:{student}+kd", "scratch", "kd",
                              "teacher"])
     assert [(s.kind, s.kd, s.path) for s in specs] == [
