@@ -77,8 +77,10 @@ def teacher_logits(
 def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
     """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
     base = Teacher(config.teacher, device="cpu")
-    settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
-    return {"base": base.name, "fingerprint": base.fingerprint(), "settings": vars(settings),
+    # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
+    settings = {k: v for k, v in vars(config.train_settings(teacher=True, seed=TEACHER_SEED)).items()
+                if k != "kd_alpha"}
+    return {"base": base.name, "fingerprint": base.fingerprint(), "settings": settings,
             "head_hidden": config.head_hidden, "dropout": config.dropout,
             "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
             "train": split_fingerprint(train)}

@@ -225,6 +225,10 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
     np.testing.assert_array_equal(again, logits)
     assert any("from the cache" in m for m in messages)
+    # --kd-alpha weighs the students' loss only: the same teacher and cache serve it
+    other_alpha = tiny_config(tmp_path, tiny_teacher_dir, kd_alpha=0.9)
+    np.testing.assert_array_equal(
+        kd.teacher_logits(other_alpha, data, data.train, CPU, messages.append), logits)
     # the teacher row's seed-0 run is the same fine-tuned teacher, loaded with its dev result
     _, result = kd.seed0_teacher(config, data, data.train, CPU, messages.append)
     logged = (config.out / "logs" / "teacher" / "MRPC" / "seed0.jsonl").read_text().splitlines()
