@@ -136,8 +136,12 @@ def build_plan(config: EncodeConfig, work: Path) -> tuple[pa.Table, dict]:
     table = pa.table({"id": pa.array(np.arange(len(texts), dtype=np.int64)),
                       "text": pa.array(texts, pa.string())})
     tmp = plan_path.with_suffix(".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not stay full of a half-written plan
+        raise
     tmp.replace(plan_path)
     info = {
         "key_fingerprint": key_fp,
@@ -340,8 +344,8 @@ def _check_finite(vectors: np.ndarray, dtype: str, first_id: int, name: str) -> 
     bad = np.flatnonzero(~finite)
     hint = ("; they overflow float16: pass --dtype float32" if np.isfinite(vectors).all()
             else "; check the teacher and --device")
-    raise UserError(f"{name}: NaN or Inf teacher vectors for {len(bad)} sentences "
-                    f"(first id {first_id + int(bad[0])}){hint}")
+    raise UserError(f"{name}: NaN or Inf teacher vectors for {len(bad)} of {len(finite)} "
+                    f"sentences (first id {first_id + int(bad[0])}){hint}")
 
 
 def _shard_rows(index: int, num_rows: int, shard_size: int) -> int:

@@ -267,7 +267,7 @@ def test_non_finite_teacher_vectors_are_never_stored(value, message, tmp_path, t
     code, _, err = pipeline_main(capsys, monkeypatch,
                                  *_encode_args(tiny_corpus_file, tiny_teacher_dir, out))
     assert_one_line_error(code, err, "train-00001-of-00004.arrow: NaN or Inf teacher vectors for 1 "
-                          "sentences", message)
+                          "of 64 sentences (first id", message)
     assert sorted(_rows(out)) == [0] and not (out / MANIFEST_NAME).exists()
 
 
