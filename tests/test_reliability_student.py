@@ -113,7 +113,8 @@ def test_train_student_refuses_a_damaged_shard_directory(damage, fragments, tmp_
                                                          capsys, monkeypatch):
     shards = shutil.copytree(tiny_shards, tmp_path / "shards")
     damage(shards)
-    code, _, err = pipeline_main(capsys, monkeypatch, *_train_args(shards, tmp_path / "s"))
+    code, _, err = pipeline_main(capsys, monkeypatch,
+                                 *_train_args(shards, tmp_path / "s", "--max-steps", "1"))
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "s" / "model.safetensors").exists()
 
