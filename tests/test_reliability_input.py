@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache_tools.manifest import read_manifest
-from data.corpus import CorpusConfig, CorpusReader, normalize_sentence
+from data.corpus import CorpusConfig, CorpusReader, normalize_sentence, split_sentences
 from pipeline.teacher import Teacher
 from tests.test_reliability_verify import assert_one_line_error, pipeline_main
 from tests.tiny import WORDS, tiny_corpus
@@ -159,10 +160,19 @@ def test_ctrl_c_says_how_to_resume(tmp_path, encode, monkeypatch):
     assert code == 130 and err.strip() == "Interrupted; rerun the same command to resume."
 
 
-# -- properties of the reader (tests/test_corpus.py has the splitter and arbitrary bytes) ---------
+# -- properties (tests/test_corpus.py has: splitter never fails, reader survives any bytes) ------
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
 _LINES = st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join),
                   min_size=1, max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn")), max_size=300))
+def test_splitter_loses_and_invents_no_visible_character(text):
+    """Only whitespace may change (control characters are normalize_sentence's business)."""
+    sentences = split_sentences(text)
+    assert all(s.strip() and "\n" not in s for s in sentences)
+    assert re.sub(r"\s", "", "".join(sentences)) == re.sub(r"\s", "", text)
 
 
 @settings(max_examples=30, deadline=None)
