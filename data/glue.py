@@ -203,8 +203,13 @@ def read_tsv_rows(path: Path) -> list[list[str]]:
     """All rows of a GLUE TSV file: tab separated, quoting off, BOM stripped."""
     if not path.is_file():
         raise UserError(f"{path}: missing GLUE file")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a TSV file ({exc})") from None
 
 
 def read_task_file(task: GlueTask, path: Path, split: str, layout: Layout) -> GlueSplit:

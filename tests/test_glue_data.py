@@ -87,6 +87,9 @@ def test_bad_input_is_a_user_error(tmp_path):
     (rte / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tentailment\n")
     with pytest.raises(UserError, match=r"train.tsv:2: 3 columns, expected 4"):
         load_task("RTE", tmp_path)
+    (rte / "train.tsv").write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\tCaf\xe9\tb\tentailment\n")
+    with pytest.raises(UserError, match=r"train.tsv: not UTF-8 text \(invalid continuation byte"):
+        load_task("RTE", tmp_path)
 
 
 def test_hub_without_datasets_is_a_clear_error():

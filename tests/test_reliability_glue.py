@@ -11,7 +11,6 @@ from tests.test_reliability_verify import assert_one_line_error, pipeline_main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 HEADER = "index\tsentence1\tsentence2\tlabel\n"
-NOT_FIXED = "data/glue.py reads TSVs as strict UTF-8 without catching UnicodeDecodeError (see report)"
 
 
 @pytest.fixture
@@ -42,10 +41,9 @@ def glue_eval(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
     ({"train.tsv": HEADER.encode() + b"0\ta\tentailment\n"}, ["train.tsv:2: 3 columns, expected 4"]),
     ({"train.tsv": b""}, ["train.tsv: empty file, expected a header row"]),
     ({"dev.tsv": None}, ["RTE: missing dev.tsv"]),
-    pytest.param({"train.tsv": HEADER.encode() + b"0\tCaf\xe9 au lait\tb\tentailment\n"},
-                 ["train.tsv"], marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
-    pytest.param({"train.tsv": b"\x00\x01\xff\xfe" * 100}, ["train.tsv"],
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
+    ({"train.tsv": HEADER.encode() + b"0\tCaf\xe9 au lait\tb\tentailment\n"},
+     ["train.tsv: not UTF-8 text"]),
+    ({"train.tsv": b"\x00\x01\xff\xfe" * 100}, ["train.tsv: not UTF-8 text"]),
 ], ids=["wrong-columns", "unknown-label", "short-row", "empty", "missing-file", "invalid-utf8",
         "binary"])
 def test_bad_glue_file_is_one_line(files, fragments, glue_eval):
