@@ -118,7 +118,8 @@ def _optimizer(model: TaskModel, settings: TrainSettings, steps: int):
         {"params": list(model.backbone.parameters()), "lr": encoder_lr},
         {"params": list(model.head.parameters()), "lr": settings.lr},
     ]
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    # fused: one kernel for all tensors, a faster optimizer step (on CPU too)
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay, fused=True)
     warmup = max(1, int(settings.warmup * steps))
 
     def schedule(step: int) -> float:
