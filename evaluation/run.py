@@ -128,6 +128,8 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
         "metrics": result.dev_metrics,
         "score": result.score,
         "train_rows": len(train),
+        # the epochs' time, also when the seed-0 teacher was reused from an earlier run
+        "train_seconds": round(sum(epoch["seconds"] for epoch in result.history), 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
     _log(f"{task.name} {spec.label} seed {seed}: dev score {result.score:.2f} "
