@@ -368,8 +368,6 @@ def load_task_hub(name: str, with_test: bool = False) -> TaskData:
 
 def _hub_split(task: GlueTask, rows, split: str, labelled: bool) -> GlueSplit:
     col_a, col_b = task.hub_columns
-    if task.name == "MNLI" and "premise" not in rows.column_names:
-        col_a, col_b = "sentence1", "sentence2"
     labels = None
     if labelled:
         values = rows["label"]
