@@ -28,15 +28,19 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (UserError, ShardError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _error(str(exc))
     except OSError as exc:
         # Disk full, permission denied, missing file: the message is enough.
         message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
         if exc.errno == errno.ENOSPC:
             message += "; free some space and rerun the same command to resume"
-        click.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        _error(message)
+
+
+def _error(message: str) -> None:
+    """One line on stderr (library messages may hold newlines), exit code 2."""
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)
 
 
 # Command registration: each stage module defines its click commands.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import re
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from cache_tools.manifest import read_manifest
 from data.corpus import CorpusConfig, CorpusReader, normalize_sentence, split_sentences
+from pipeline.errors import UserError
 from pipeline.teacher import Teacher
 from tests.test_reliability_verify import assert_one_line_error, pipeline_main
 from tests.tiny import WORDS, tiny_corpus
@@ -149,6 +151,20 @@ def test_os_errors_are_one_line(make_out, message, tmp_path, tiny_teacher_dir, c
     code, _, err = pipeline_main(capsys, monkeypatch, "encode", "--corpus", _file(tmp_path, "ok.txt", GOOD),
                                  "--teacher", tiny_teacher_dir, "--out", make_out(tmp_path), "--quiet")
     assert_one_line_error(code, err, message, "a-file")
+
+
+@pytest.mark.parametrize("error, message", [
+    (OSError(errno.EIO, "Input/output error\nat block 7", "f.arrow"),
+     "error: Input/output error at block 7: f.arrow"),
+    (UserError("first line\n  second line"), "error: first line second line"),
+])
+def test_multi_line_library_messages_become_one_line(error, message, tmp_path, encode, monkeypatch):
+    def fail(config):
+        raise error
+
+    monkeypatch.setattr("pipeline.encode_cmd.run_encode", fail)
+    code, _, err = encode(_file(tmp_path, "ok.txt", GOOD))
+    assert_one_line_error(code, err, message)
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, encode, monkeypatch):
