@@ -10,6 +10,8 @@ import click
 from cache_tools.format import ShardError
 from pipeline.errors import UserError
 
+RESUME = "rerun the same command to resume (train-student: with --resume)"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="sra-distill")
@@ -22,7 +24,7 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
-        click.echo("Interrupted; rerun the same command to resume.", err=True)
+        click.echo(f"Interrupted; {RESUME}.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -33,7 +35,7 @@ def main() -> None:
         # Disk full, permission denied, missing file: the message is enough.
         message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
         if exc.errno == errno.ENOSPC:
-            message += "; free some space and rerun the same command to resume"
+            message += f"; free some space and {RESUME}"
         _error(message)
 
 

@@ -173,7 +173,8 @@ def test_ctrl_c_says_how_to_resume(tmp_path, encode, monkeypatch):
 
     monkeypatch.setattr(Teacher, "embed", interrupted)
     code, _, err = encode(_file(tmp_path, "ok.txt", GOOD))
-    assert code == 130 and err.strip() == "Interrupted; rerun the same command to resume."
+    assert code == 130 and err.strip() == (
+        "Interrupted; rerun the same command to resume (train-student: with --resume).")
 
 
 # -- properties (tests/test_corpus.py has: splitter never fails, reader survives any bytes) ------
