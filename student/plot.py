@@ -16,7 +16,9 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
     train = [r for r in records if r.get("kind") == "train"]
     evals = [r for r in records if r.get("kind") == "eval"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in sorted({k for r in train for k in r if k.startswith("loss")}):
+    parts = sorted({k for r in train for k in r if k.startswith("loss_")})
+    # The total only adds a line when there are several parts.
+    for key in parts + (["loss"] if len(parts) > 1 else []):
         points = [(r["step"], r[key]) for r in train if key in r]
         left.plot(*zip(*points), label=key)
     left.set(xlabel="step", ylabel="training loss", yscale="log")
