@@ -11,6 +11,7 @@ import bz2
 import csv
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -310,14 +311,20 @@ class CorpusReader:
         for record in stream:
             yield record["text"]
 
-    def _record_text(self, record: object, column: str) -> str | None:
-        if isinstance(record, dict) and isinstance(record.get(column), str):
-            return record[column]
+    def _columns(self) -> list[str]:
+        """``--text-column`` candidates, e.g. ``Sentence,0``: each file uses the first that fits."""
+        return [c.strip() for c in (self.config.text_column or "text").split(",") if c.strip()]
+
+    def _record_text(self, record: object, columns: list[str]) -> str | None:
+        if isinstance(record, dict):
+            for column in columns:
+                if isinstance(record.get(column), str):
+                    return record[column]
         self.stats.bad_records += 1
         return None
 
     def _jsonl(self, path: Path) -> Iterator[str]:
-        column = self.config.text_column or "text"
+        columns = self._columns()
         for line in self._decoded_lines(path):
             if not line.strip():
                 continue
@@ -326,19 +333,20 @@ class CorpusReader:
             except json.JSONDecodeError:
                 self.stats.bad_records += 1
                 continue
-            text = self._record_text(record, column)
+            text = self._record_text(record, columns)
             if text is not None:
                 yield text
 
     def _parquet(self, path: Path) -> Iterator[str]:
         import pyarrow.parquet as pq
 
-        column = self.config.text_column or "text"
         try:
             parquet = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise UserError(f"{path}: not a readable Parquet file ({exc})") from None
-        if column not in parquet.schema_arrow.names:
+        column = next((c for c in self._columns() if c in parquet.schema_arrow.names), None)
+        if column is None:
+            column = self._columns()[0]
             raise UserError(
                 f"{path}: no column {column!r} (columns: {', '.join(parquet.schema_arrow.names)});"
                 " pass --text-column"
@@ -351,23 +359,27 @@ class CorpusReader:
                     self.stats.bad_records += 1
 
     def _table(self, path: Path) -> Iterator[str]:
-        column = self.config.text_column
-        if column is None:
+        if self.config.text_column is None:
             raise UserError(f"{path}: a .tsv/.csv corpus needs --text-column (a name or 0-based index)")
+        columns = self._columns()
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         # Wikipedia-derived TSVs contain unbalanced quotes: read them with quoting off.
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         lines = (line.lstrip("\ufeff") for line in self._decoded_lines(path))
         rows = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-        if column.isdigit():
-            index = int(column)
+        first = next(rows, None)
+        if first is None:
+            return
+        named = next((c for c in columns if not c.isdigit() and c in first), None)
+        if named is not None:
+            index = first.index(named)  # a header row: skip it
         else:
-            header = next(rows, None)
-            if header is None:
-                return
-            if column not in header:
-                raise UserError(f"{path}: no column {column!r} (header: {', '.join(header)})")
-            index = header.index(column)
+            number = next((c for c in columns if c.isdigit()), None)
+            if number is None:
+                raise UserError(f"{path}: no column {', '.join(map(repr, columns))} "
+                                f"(header: {', '.join(first)})")
+            index = int(number)
+            rows = itertools.chain([first], rows)  # no header: the first row is data
         for row in rows:
             if len(row) > index:
                 yield row[index]

@@ -75,6 +75,21 @@ def test_tsv_by_name_and_csv_by_index(tmp_path):
         read([tsv])
 
 
+def test_text_column_candidates_fit_each_file(tmp_path):
+    with_header = tmp_path / "qa.tsv"
+    with_header.write_text("QuestionID\tSentence\nQ1\tThe first sentence of the file.\n")
+    headerless = tmp_path / "split.tsv"
+    headerless.write_text("The old king died in 1901.\tx\n")
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text(json.dumps({"Sentence": "A record with the second name."}) + "\n")
+    sentences, stats = read([with_header, headerless, jsonl], text_column="Sentence,0")
+    assert sentences == ["The first sentence of the file.", "The old king died in 1901.",
+                         "A record with the second name."]
+    assert stats.bad_records == 0
+    with pytest.raises(UserError, match="no column 'body'"):
+        read([with_header], text_column="body")
+
+
 def test_wiki_dump_markup_is_stripped(tmp_path):
     dump = tmp_path / "enwiki-test-pages-articles.xml.bz2"
     page = ("<page><title>T</title><ns>0</ns><id>1</id><revision><text>"
