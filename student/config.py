@@ -55,12 +55,23 @@ class StudentConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise UserError(f"{directory}: no {CONFIG_NAME}; not a saved student directory")
-        raw = json.loads(path.read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: not a student config (a JSON object is expected)")
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(raw) - {f.name for f in fields})
         if unknown:
             raise UserError(f"{path}: unknown student config keys {', '.join(unknown)}")
-        return cls(**raw)
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in raw]
+        if missing:
+            raise UserError(f"{path}: missing student config keys {', '.join(missing)}")
+        try:
+            return cls(**raw)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: invalid student config ({exc})") from None
 
 
 STUDENT_DEFAULTS = {

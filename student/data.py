@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from cache_tools.format import ShardError
-from cache_tools.manifest import Manifest, sha256_file
+from cache_tools.manifest import Manifest
 from cache_tools.reader import ShardData, ShardDirectory, read_shard
-from cache_tools.verify import verify_directory
+from cache_tools.verify import verify_directory, verify_shard
 from pipeline.errors import UserError
 from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
 
@@ -79,10 +79,10 @@ class ShardCorpus:
 
         shards = [(d, info) for d in self.directories for info in d.manifest.shards]
         self.shard_paths = [d.path / info.name for d, info in shards]
-        self._sha256 = {d.path / info.name: info.sha256 for d, info in shards}
-        self._num_rows = {d.path / info.name: info.num_rows for d, info in shards}
-        # verify_directory(full=True) has hashed every shard already.
-        self._hashed: set[Path] = set(self.shard_paths) if verify == "full" else set()
+        self._entries = {d.path / info.name: (info, d.manifest) for d, info in shards}
+        self._vocab_rows = self.directories[0].load_embeddings().shape[0]
+        # verify_directory(full=True) has checked every shard in full already.
+        self._checked: set[Path] = set(self.shard_paths) if verify == "full" else set()
         sizes = np.array([info.num_rows for _, info in shards], dtype=np.int64)
         self.shard_starts = np.concatenate([[0], np.cumsum(sizes)])  # global row of each shard
         self.num_rows = int(self.shard_starts[-1])
@@ -91,17 +91,16 @@ class ShardCorpus:
         )
 
     def _shard(self, path: Path) -> ShardData:
-        """A decoded shard, checked against its manifest sha256 the first time it is opened."""
+        """A decoded shard; the first time it is opened, it is checked in full (sha256, ids,
+        finite vectors, token ids) so that no damaged target reaches the student."""
         if path in self._open:
             self._open.move_to_end(path)
             return self._open[path]
-        if path not in self._hashed:
-            if sha256_file(path) != self._sha256[path]:
-                raise ShardError(f"{path}: sha256 mismatch (corrupt shard); re-run `pipeline encode`")
-            self._hashed.add(path)
+        if path not in self._checked:
+            info, manifest = self._entries[path]
+            verify_shard(path, info, manifest, full=True, vocab_rows=self._vocab_rows)
+            self._checked.add(path)
         data = read_shard(path)
-        if len(data) != self._num_rows[path]:
-            raise ShardError(f"{path}: {len(data)} rows, the manifest says {self._num_rows[path]}")
         self._open[path] = data
         if len(self._open) > MAX_OPEN_SHARDS:
             self._open.popitem(last=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
@@ -135,7 +136,12 @@ class SentenceStudent:
         if not weights.is_file():
             raise UserError(f"{directory}: no {WEIGHTS_NAME}")
         model = StudentEncoder(config)
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            # Corrupt file, or weights of another architecture than config.json describes.
+            reason = str(exc).strip().splitlines()[0]
+            raise UserError(f"{weights}: cannot load the student weights ({reason})") from None
         model.eval().to(resolve_device(device))
         return cls(model, load_tokenizer(directory), config)
 

@@ -27,6 +27,7 @@ from student.sentence import SentenceStudent, autocast, resolve_device
 from student.tokenization import TOKENIZER_FILES, pad_token_id
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_TMP = ".checkpoint.pt.tmp"  # a kill -9 during a save can leave it behind
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "metrics.png"
 SUMMARY_NAME = "training_summary.json"
@@ -163,7 +164,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         path = self.out / CHECKPOINT_NAME
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = self.out / CHECKPOINT_TMP
         torch.save(self._checkpoint_state(), tmp)
         os.replace(tmp, path)  # never a half-written checkpoint under the real name
 
@@ -318,7 +319,8 @@ class Trainer:
         }
         atomic_write_json(self.out / SUMMARY_NAME, summary)
         # The student and summary are saved; optimizer state is no longer needed.
-        (self.out / CHECKPOINT_NAME).unlink(missing_ok=True)
+        for name in (CHECKPOINT_NAME, CHECKPOINT_TMP):
+            (self.out / name).unlink(missing_ok=True)
         return TrainResult(self.out, self.step, True, self.last_metrics, self.best_step)
 
     def plot(self) -> None:
@@ -360,7 +362,7 @@ def prepare_output(config: TrainConfig) -> Path | None:
     checkpoint = out / CHECKPOINT_NAME
     earlier = checkpoint.is_file() or (out / SUMMARY_NAME).is_file()
     if earlier and config.overwrite:
-        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, PLOT_NAME):
+        for name in (CHECKPOINT_NAME, CHECKPOINT_TMP, METRICS_NAME, SUMMARY_NAME, PLOT_NAME):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / BEST_DIR, ignore_errors=True)
     elif earlier and not config.resume:
