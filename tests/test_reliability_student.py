@@ -106,8 +106,7 @@ def _nan_vector_shard(shards):
     (lambda d: (d / SHARD1).write_bytes((d / SHARD1).read_bytes()[:-100]), [SHARD1, "truncated"]),
     (lambda d: (d / SHARD1).unlink(), [SHARD1, "missing"]),
     (lambda d: (d / "tokenizer" / "tokenizer.json").unlink(), ["tokenizer files missing"]),
-    pytest.param(_nan_vector_shard, [SHARD1, "NaN"], marks=pytest.mark.xfail(
-        strict=True, reason="student/data.py reads targets without an isfinite check (see report)")),
+    (_nan_vector_shard, [SHARD1, "NaN"]),
 ], ids=["truncated", "missing", "no-tokenizer", "nan-vector"])
 def test_train_student_refuses_a_damaged_shard_directory(damage, fragments, tmp_path, tiny_shards,
                                                          capsys, monkeypatch):
@@ -126,21 +125,14 @@ def _edit_config(directory, edit):
     (directory / "config.json").write_text(json.dumps(raw))
 
 
-NOT_FIXED = "student/sentence.py loads config.json and weights without catching errors (see report)"
-
-
 @pytest.mark.parametrize("damage, fragment", [
     (lambda d: (d / "config.json").unlink(), "no config.json"),
     (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
     (lambda d: _edit_config(d, lambda c: c.update(colour="red")), "unknown student config keys"),
-    pytest.param(lambda d: (d / "config.json").write_text("{"), "config.json",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
-    pytest.param(lambda d: _edit_config(d, lambda c: c.pop("vocab_size")), "vocab_size",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
-    pytest.param(lambda d: _edit_config(d, lambda c: c.update(hidden=32)), "model.safetensors",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
-    pytest.param(lambda d: (d / "model.safetensors").write_bytes(b"junk"), "model.safetensors",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_FIXED)),
+    (lambda d: (d / "config.json").write_text("{"), "config.json"),
+    (lambda d: _edit_config(d, lambda c: c.pop("vocab_size")), "vocab_size"),
+    (lambda d: _edit_config(d, lambda c: c.update(hidden=32)), "model.safetensors"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"junk"), "model.safetensors"),
 ], ids=["no-config", "no-weights", "unknown-key", "config-not-json", "config-missing-key",
         "config-mismatches-weights", "weights-corrupt"])
 def test_embed_refuses_a_damaged_student(damage, fragment, tmp_path, reference, tiny_corpus_file,
