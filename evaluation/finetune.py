@@ -19,7 +19,7 @@ from data.glue import GlueSplit, GlueTask
 from evaluation.backbones import Backbone, pad_batch
 from evaluation.heads import TaskModel
 from evaluation.metrics import predictions_from_outputs, split_metrics, task_score
-from pipeline.teacher import autocast_context
+from pipeline.device import autocast_context
 
 EVAL_BATCH_FACTOR = 4  # prediction needs no gradients: larger batches fit
 

@@ -29,8 +29,8 @@ from evaluation.report import (
 )
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
+from pipeline.device import resolve_device
 from pipeline.errors import UserError
-from pipeline.teacher import resolve_device
 
 SUBSET_SEED = 0  # one fixed training subset for every system and seed
 

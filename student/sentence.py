@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
+from pipeline.device import resolve_device
 from pipeline.errors import UserError
 from student.config import StudentConfig
 from student.model import StudentEncoder
@@ -22,27 +22,6 @@ from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suff
 WEIGHTS_NAME = "model.safetensors"
 # sentence-transformers finds the module class through modules.json; see student/st_module.py.
 ST_MODULE_CLASS = "student.st_module.SRAStudentModule"
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` / ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise UserError(f"bad --device {device!r} ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device} asked for, but CUDA is not available here")
-    return device
-
-
-def autocast(device: torch.device):
-    """Mixed precision on CUDA (bf16 where supported); plain fp32 on CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 class SentenceStudent:

@@ -17,13 +17,14 @@ import torch
 from tqdm.auto import tqdm
 
 from cache_tools.manifest import atomic_write_json
+from pipeline.device import autocast_context, resolve_device
 from pipeline.errors import UserError
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
 from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
 from student.evaluate import agreement
 from student.losses import SRALoss
 from student.model import StudentEncoder
-from student.sentence import SentenceStudent, autocast, resolve_device
+from student.sentence import SentenceStudent
 from student.tokenization import TOKENIZER_FILES, pad_token_id
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -211,7 +212,7 @@ class Trainer:
         self.model.eval()
         outputs, targets = [], []
         for batch in self.validation:
-            with autocast(self.device):
+            with autocast_context(self.device):
                 vectors = self.model(batch.input_ids.to(self.device), batch.lengths)
             outputs.append(vectors.float().cpu().numpy())
             targets.append(batch.targets.numpy())
@@ -224,7 +225,7 @@ class Trainer:
     def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with autocast(self.device):
+        with autocast_context(self.device):
             vectors = self.model(batch.input_ids.to(self.device, non_blocking=True), batch.lengths)
         loss, parts = self.loss(vectors, batch.targets.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
