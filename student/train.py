@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cache_tools.manifest import atomic_write_json
 from pipeline.device import autocast_context, resolve_device
+from pipeline.distributed import DistContext, init_distributed
 from pipeline.errors import UserError
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
 from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
@@ -88,15 +90,20 @@ def _shards_identity(corpus: ShardCorpus) -> list[dict[str, Any]]:
 
 
 class Trainer:
-    """One training run; state lives in attributes so that a checkpoint can capture all of it."""
+    """One training run; state lives in attributes so that a checkpoint can capture all of it.
 
-    def __init__(self, config: TrainConfig):
+    Under torchrun each rank trains on its slice of every global batch (DistributedDataParallel
+    averages the gradients); only rank 0 evaluates and writes checkpoints, metrics and students.
+    """
+
+    def __init__(self, config: TrainConfig, ctx: DistContext | None = None):
         self.config = config
+        self.ctx = ctx or init_distributed()
         self.out = Path(config.out)
         self.corpus = ShardCorpus(config.shards, config.verify)
         embeddings = self.corpus.directories[0].load_embeddings()
         self.student_config = student_config(config, self.corpus, embeddings)
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(self.ctx.device(config.device))
         self.loss = SRALoss(config.loss, config.loss_weights)
 
         torch.manual_seed(config.seed)
@@ -104,6 +111,10 @@ class Trainer:
         if config.init_embeddings == "teacher":
             self.model.init_embeddings(embeddings, seed=config.seed)
         self.model.to(self.device)
+        self.forward_model = self.model  # the module that trains: DDP-wrapped under torchrun
+        if self.ctx.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
@@ -164,6 +175,8 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        if not self.ctx.is_main:
+            return
         path = self.out / CHECKPOINT_NAME
         tmp = self.out / CHECKPOINT_TMP
         torch.save(self._checkpoint_state(), tmp)
@@ -196,6 +209,8 @@ class Trainer:
 
     # -- metrics -----------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
+        if not self.ctx.is_main:
+            return
         with open(self.out / METRICS_NAME, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -204,11 +219,15 @@ class Trainer:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
     def rewrite_metrics(self, keep) -> None:
+        if not self.ctx.is_main:
+            return
         records = [r for r in self._records() if keep(r)]
         (self.out / METRICS_NAME).write_text("".join(json.dumps(r) + "\n" for r in records))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        if not self.ctx.is_main:
+            return {}
         self.model.eval()
         outputs, targets = [], []
         for batch in self.validation:
@@ -222,12 +241,30 @@ class Trainer:
         return agreement(np.concatenate(outputs), np.concatenate(targets))
 
     # -- training ----------------------------------------------------------------------------
-    def train_step(self, batch: Batch, lr: float) -> dict[str, float]:
+    def local_rows(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's slice of a global batch, and its loss weight.
+
+        DDP averages gradients over ranks; weighting each rank's mean loss by
+        ``n_rank * world / n_global`` makes that average the gradient of the global batch mean.
+        A rank left without rows trains on one row with weight 0, so every rank joins the all-reduce.
+        """
+        if not self.ctx.enabled:
+            return rows, 1.0
+        mine = rows[self.ctx.rank :: self.ctx.world_size]
+        if len(mine) == 0:
+            return rows[:1], 0.0
+        return mine, len(mine) * self.ctx.world_size / len(rows)
+
+    def train_step(self, batch: Batch, lr: float, weight: float = 1.0) -> dict[str, float]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast_context(self.device):
-            vectors = self.model(batch.input_ids.to(self.device, non_blocking=True), batch.lengths)
+            vectors = self.forward_model(batch.input_ids.to(self.device, non_blocking=True),
+                                         batch.lengths)
         loss, parts = self.loss(vectors, batch.targets.to(self.device, non_blocking=True))
+        if self.ctx.enabled:
+            loss = loss * weight
+            parts = {k: v.detach() * weight for k, v in parts.items()}
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
@@ -235,14 +272,20 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in parts.items()}}
+        logged = torch.stack([loss.detach(), *parts.values()]).float()
+        if self.ctx.enabled:  # the global batch's mean losses, for the log
+            torch.distributed.all_reduce(logged)
+            logged /= self.ctx.world_size
+        values = logged.tolist()
+        return {"loss": values[0], **{f"loss_{k}": v for k, v in zip(parts, values[1:], strict=True)}}
 
     def run(self) -> TrainResult:
         config = self.config
         self.model.train()
         start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", file=sys.stderr,
-                   disable=not config.progress, desc=self.out.name, dynamic_ncols=True)
+                   disable=not (config.progress and self.ctx.is_main), desc=self.out.name,
+                   dynamic_ncols=True)
         if self.step == 0:  # the starting point of the curves
             self._record({"kind": "eval", "step": 0, "epoch": 0, **self.evaluate()})
         try:
@@ -251,13 +294,14 @@ class Trainer:
                                   config.batch_size, config.shuffle_buffer, config.seed, self.epoch)
                 while self.position < len(plan) and self.step < self.total_steps:
                     started = time.perf_counter()
-                    batch = self._batch(plan[self.position])
+                    rows, weight = self.local_rows(plan[self.position])
+                    batch = self._batch(rows)
                     loaded = time.perf_counter()
                     lr = get_lr(self.step, self.total_steps, config.lr, self.min_lr, self.warmup)
-                    losses = self.train_step(batch, lr)
+                    losses = self.train_step(batch, lr, weight)
                     self.step += 1
                     self.position += 1
-                    self.window.add(losses, len(batch.lengths), loaded - started,
+                    self.window.add(losses, len(plan[self.position - 1]), loaded - started,
                                     time.perf_counter() - started)
                     bar.update(1)
                     self._after_step(lr, bar)
@@ -293,6 +337,8 @@ class Trainer:
             self.save_checkpoint()
 
     def save_student(self, directory: Path) -> None:
+        if not self.ctx.is_main:
+            return
         student = SentenceStudent(self.model, self.corpus.tokenizer, self.student_config)
         student.save(directory)
         # The other Hugging Face tokenizer files, so the directory also loads with AutoTokenizer.
@@ -302,6 +348,8 @@ class Trainer:
                 shutil.copyfile(source, directory / name)
 
     def finish(self) -> TrainResult:
+        if not self.ctx.is_main:
+            return TrainResult(self.out, self.step, True, {}, None)
         self.save_student(self.out)
         self.plot()
         summary = {
@@ -325,6 +373,8 @@ class Trainer:
         return TrainResult(self.out, self.step, True, self.last_metrics, self.best_step)
 
     def plot(self) -> None:
+        if not self.ctx.is_main:
+            return
         from student.plot import plot_metrics
 
         plot_metrics(self._records(), self.out / PLOT_NAME, title=self.out.name)
@@ -354,8 +404,8 @@ class _Window:
         return record
 
 
-def prepare_output(config: TrainConfig) -> Path | None:
-    """Create the output directory; the checkpoint to resume from, if any.
+def prepare_output(config: TrainConfig) -> None:
+    """Create the output directory.
 
     Refuses to train over an earlier run unless --resume or --overwrite says what to do with it.
     """
@@ -372,7 +422,6 @@ def prepare_output(config: TrainConfig) -> Path | None:
             "to start over"
         )
     out.mkdir(parents=True, exist_ok=True)
-    return checkpoint if config.resume and checkpoint.is_file() else None
 
 
 def run_train_student(config: TrainConfig) -> TrainResult:
@@ -384,7 +433,16 @@ def run_train_student(config: TrainConfig) -> TrainResult:
         return TrainResult(out, summary["steps"], True, summary.get("final") or {},
                            summary.get("best_step"))
     trainer = Trainer(config)  # reads and checks the shards before anything is written
-    checkpoint = prepare_output(config)
+    ctx = trainer.ctx
+    refusal: UserError | None = None
+    if ctx.is_main:
+        try:
+            prepare_output(config)
+        except UserError as exc:
+            refusal = exc
+    if not ctx.all_ok(refusal is None):  # rank 0 alone touches the output; all ranks stop alike
+        raise refusal or UserError("rank 0 refused the run; see its message")
+    checkpoint = out / CHECKPOINT_NAME if config.resume and (out / CHECKPOINT_NAME).is_file() else None
     if checkpoint is not None:
         trainer.load_checkpoint(checkpoint)
     else:

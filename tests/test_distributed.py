@@ -97,3 +97,41 @@ def test_rank_killed_mid_run_then_relaunched_gives_identical_result(tmp_path, ti
     ids2, vec2, _ = _rows(crashed)
     np.testing.assert_array_equal(ids1, ids2)
     np.testing.assert_allclose(vec1, vec2, atol=1e-3)
+
+
+def _train_argv(shards, out, processes, *extra):
+    args = ["train-student", "--shards", str(shards), "--out", str(out), "--max-steps", "6",
+            "--batch-size", "15", "--dropout", "0", "--eval-every", "3", "--checkpoint-every", "3",
+            "--no-progress", *extra]
+    if processes == 1:
+        return [sys.executable, "-m", "pipeline", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+            "--standalone", "-m", "pipeline", *args]
+
+
+def _weights(directory):
+    from safetensors.numpy import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_ddp_training_equals_one_process_and_resumes(tmp_path, tiny_shards):
+    runs = {}
+    for name, processes, extra in (("one", 1, ()), ("two", 2, ()), ("resumed", 2, ("--stop-after", "3"))):
+        proc = subprocess.run(_train_argv(tiny_shards, tmp_path / name, processes, *extra),
+                              capture_output=True, text=True, env=_env(), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = tmp_path / name
+    assert (runs["resumed"] / "checkpoint.pt").is_file()
+    assert not (runs["resumed"] / "model.safetensors").exists()
+    proc = subprocess.run(_train_argv(tiny_shards, runs["resumed"], 2, "--resume"),
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    one, two, resumed = (_weights(runs[n]) for n in ("one", "two", "resumed"))
+    for key in one:
+        # Same global batch of 15 split 8 + 7 over two ranks: equal up to float summation order.
+        np.testing.assert_allclose(two[key], one[key], atol=2e-5, err_msg=key)
+        np.testing.assert_array_equal(resumed[key], two[key], err_msg=key)
+    logs = [line for line in (runs["two"] / "metrics.jsonl").read_text().splitlines()]
+    assert len(logs) == len(set(logs))  # written by rank 0 alone
