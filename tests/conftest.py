@@ -9,6 +9,17 @@ from tests.tiny import build_tiny_teacher, tiny_corpus
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run as fast on one thread, and are immune to a busy shared CPU's contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) with its tokenizer, saved once per session."""

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from pipeline.cli import cli
@@ -17,15 +16,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 
 def glue_eval(*args: str):
     return CliRunner().invoke(cli, ["glue-eval", "--glue-dir", str(FIXTURES), *args])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and immune to a busy shared CPU's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

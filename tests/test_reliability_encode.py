@@ -23,7 +23,7 @@ from cache_tools.reader import read_shard
 from cache_tools.verify import verify_directory
 from pipeline.cli import main
 from pipeline.teacher import Teacher
-from tests.test_reliability_verify import assert_one_line_error, pipeline_main
+from tests.cli_helpers import assert_one_line_error, pipeline_main
 
 KILL_TIMEOUT = 120
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_reliability_verify import assert_one_line_error, pipeline_main
+from tests.cli_helpers import assert_one_line_error, pipeline_main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 HEADER = "index\tsentence1\tsentence2\tlabel\n"

@@ -17,7 +17,7 @@ from cache_tools.manifest import read_manifest
 from data.corpus import CorpusConfig, CorpusReader, normalize_sentence, split_sentences
 from pipeline.errors import UserError
 from pipeline.teacher import Teacher
-from tests.test_reliability_verify import assert_one_line_error, pipeline_main
+from tests.cli_helpers import assert_one_line_error, pipeline_main
 from tests.tiny import WORDS, tiny_corpus
 
 GOOD = "\n".join(tiny_corpus(20, seed=3)) + "\n"

@@ -18,8 +18,8 @@ from cache_tools.reader import read_shard, shard_metadata
 from cache_tools.writer import write_shard
 from student.sentence import SentenceStudent
 from student.train import Trainer
+from tests.cli_helpers import assert_one_line_error, pipeline_main
 from tests.test_reliability_encode import _kill_self_at, _run_forked
-from tests.test_reliability_verify import assert_one_line_error, pipeline_main
 
 TRAIN = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--max-steps", "12",
          "--checkpoint-every", "4", "--eval-every", "4", "--log-every", "2", "--no-progress"]

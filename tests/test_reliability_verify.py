@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -15,32 +14,10 @@ from cache_tools.reader import read_shard, shard_metadata
 from cache_tools.verify import verify_directory
 from cache_tools.writer import write_shard
 from data.corpus import CorpusConfig
-from pipeline.cli import main
 from pipeline.encode import EncodeConfig, run_encode
+from tests.cli_helpers import assert_one_line_error, pipeline_main
 
 SHARD1 = "train-00001-of-00004.arrow"
-
-
-def pipeline_main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """Run ``pipeline ARGS`` in-process through ``pipeline.cli.main``: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str, after_log: bool = False) -> None:
-    """Exit 2, a single ``error: ...`` line on stderr that contains every fragment, no traceback
-    (``after_log``: progress lines before it are allowed)."""
-    assert code == 2, err
-    lines = err.strip().splitlines()[-1 if after_log else 0:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert all(f in lines[0] for f in fragments), err
-    assert "Traceback" not in err
 
 
 @pytest.fixture

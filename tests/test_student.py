@@ -24,15 +24,6 @@ from student.train import get_lr, run_train_student
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The machine is shared: these tiny models run as fast on one thread, and politely."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_train(shards: Path, out: Path, **overrides) -> TrainConfig:
     """A few-second training configuration for the 200 tiny sentences."""
     options = dict(shards=[str(shards)], out=str(out), hidden=32, batch_size=16, lr=5e-3,

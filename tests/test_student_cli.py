@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
-from pipeline.cli import main
 from student import load_student
+from tests.cli_helpers import pipeline_main
 
 TINY = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--no-progress"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The machine is shared: these tiny models run as fast on one thread, and politely."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``pipeline ARGS`` run in this process."""
-    monkeypatch.setattr(sys, "argv", ["pipeline", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def copy_shards(source: Path, target: Path) -> Path:
@@ -67,7 +44,7 @@ def assert_refused(code: int, err: str, *fragments: str) -> None:
 def test_refuses_incomplete_manifest(monkeypatch, capsys, tmp_path, tiny_shards):
     shards = copy_shards(tiny_shards, tmp_path / "shards")
     (shards / "manifest.json").unlink()
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", shards,
                            "--out", tmp_path / "out", *TINY)
     assert_refused(code, err, "manifest.json", "incomplete")
     assert not (tmp_path / "out").exists()
@@ -80,7 +57,7 @@ def test_refuses_corrupt_shard(monkeypatch, capsys, tmp_path, tiny_shards):
     middle = len(payload) // 2
     payload[middle : middle + 8] = bytes(b ^ 0xFF for b in payload[middle : middle + 8])
     victim.write_bytes(payload)  # same size: only a checksum or the decoder can tell
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", shards,
                            "--out", tmp_path / "out", *TINY)
     assert_refused(code, err, victim.name)
 
@@ -90,16 +67,16 @@ def test_refuses_mixed_teachers(monkeypatch, capsys, tmp_path, tiny_shards):
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["teacher_fingerprint"] = "0" * 64
     (other / "manifest.json").write_text(json.dumps(manifest))
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--shards", other, "--out", tmp_path / "out", *TINY)
     assert_refused(code, err, "different teachers", "teacher_fingerprint")
 
 
 def test_refuses_unknown_loss_and_longer_max_length(monkeypatch, capsys, tmp_path, tiny_shards):
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--out", tmp_path / "a", "--loss", "mse+huber", *TINY)
     assert_refused(code, err, "unknown loss")
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--out", tmp_path / "b", "--max-length", "999", *TINY)
     assert_refused(code, err, "max_length 64")
 
@@ -114,7 +91,7 @@ def test_arrow_and_hdf5_shards_of_one_teacher_train_together(monkeypatch, capsys
     run_encode(EncodeConfig(out=hdf5, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),
                             teacher=str(tiny_teacher_dir), shard_size=100, format="hdf5",
                             progress=False))
-    code, out, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, out, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                              "--shards", hdf5, "--out", tmp_path / "out", "--max-steps", "3",
                              "--verify", "full", *TINY)
     assert code == 0, err
@@ -131,7 +108,7 @@ def test_variants_train_named_students_from_the_same_shards(monkeypatch, capsys,
         "[variants.small]\npooling = \"mean\"\n\n"
         "[variants.two_layer]\nlayers = 2\nloss = \"mse+cosine\"\nloss-weights = [1.0, 0.5]\n"
     )
-    code, out, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, out, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                              "--config", toml, "--variant", "all", "--out", tmp_path / "students",
                              "--hidden", "12", "--no-progress")
     assert code == 0, err
@@ -141,7 +118,7 @@ def test_variants_train_named_students_from_the_same_shards(monkeypatch, capsys,
     assert (deep["layers"], deep["hidden"]) == (2, 12)
     records = (tmp_path / "students" / "two_layer" / "metrics.jsonl").read_text()
     assert "loss_cosine" in records and "loss_mse" in records
-    code, _, err = run_cli(monkeypatch, capsys, "train-student", "--shards", tiny_shards,
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--config", toml, "--variant", "nope")
     assert_refused(code, err, "no variant(s) nope")
 
@@ -152,7 +129,7 @@ def test_embed_text_file_to_npy_matches_encode(monkeypatch, capsys, tmp_path, st
     texts = tiny_sentences[:30] + [""] + tiny_sentences[30:45]
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts) + "\n")
-    code, _, err = run_cli(monkeypatch, capsys, "embed", "--student", student_dir,
+    code, _, err = pipeline_main(capsys, monkeypatch, "embed", "--student", student_dir,
                            "--input", source, "--out", tmp_path / "v.npy", "--batch-size", "8",
                            "--no-progress")
     assert code == 0, err
@@ -170,7 +147,7 @@ def test_embed_jsonl_and_tsv_to_arrow(monkeypatch, capsys, tmp_path, student_dir
     tsv.write_text("label\tsentence\n" + "".join(f"0\t{t}\n" for t in texts))
     for source in (jsonl, tsv):
         out = tmp_path / f"{source.suffix[1:]}.arrow"
-        code, _, err = run_cli(monkeypatch, capsys, "embed", "--student", student_dir, "--input",
+        code, _, err = pipeline_main(capsys, monkeypatch, "embed", "--student", student_dir, "--input",
                                source, "--out", out, "--text-column", "sentence", "--no-progress")
         assert code == 0, err
         with pa.memory_map(str(out)) as handle:
@@ -178,6 +155,6 @@ def test_embed_jsonl_and_tsv_to_arrow(monkeypatch, capsys, tmp_path, student_dir
         assert table.column("text").to_pylist() == texts
         vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
         np.testing.assert_allclose(vectors, expected, atol=1e-6)
-    code, _, err = run_cli(monkeypatch, capsys, "embed", "--student", student_dir, "--input",
+    code, _, err = pipeline_main(capsys, monkeypatch, "embed", "--student", student_dir, "--input",
                            jsonl, "--out", tmp_path / "x.npy", "--no-progress")
     assert_refused(code, err, "'text'")
