@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The evidence run: encode every Wikipedia-derived corpus in ../shared/data/corpus once, train two
+# students from that one shard directory, fine-tune and score teacher / scratch / kd / student /
+# student+kd on the GLUE tasks that have train and dev sets, then measure speed and size.
+# Resumable: rerun the same command after a crash and finished steps are skipped.
+#
+#   bash benchmarks/reproduce.sh                       # the full run (hours on 2 CPU cores)
+#   LIMIT=300 MAX_TRAIN=64 SEEDS=1 EPOCHS=1 TASKS=RTE bash benchmarks/reproduce.sh   # smoke test
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${DATA:-$ROOT/../shared/data}
+RUN=${RUN:-$ROOT/runs/reproduce}
+TASKS=${TASKS:-CoLA SST-2 MRPC RTE WNLI}
+SEEDS=${SEEDS:-3}
+EPOCHS=${EPOCHS:-4}
+MAX_TRAIN=${MAX_TRAIN:-10000}   # caps SST-2's 67k training rows (the others are smaller)
+LIMIT=${LIMIT:-}
+PIPELINE=${PIPELINE:-pipeline}
+
+[ -d "$DATA/corpus" ] || { echo "error: $DATA/corpus not found (set DATA=...)" >&2; exit 2; }
+mkdir -p "$RUN"
+timed() {  # timed NAME COMMAND...: run it and append its wall time to stage_seconds.tsv
+    local name=$1 start; shift; start=$(date +%s)
+    "$@"
+    printf '%s\t%s\n' "$name" "$(( $(date +%s) - start ))" >> "$RUN/stage_seconds.tsv"
+}
+
+# 1. One encoding of all corpora (WikiQA has a `Sentence` header; WikiSplit's TSV has none).
+timed encode "$PIPELINE" encode --out "$RUN/shards" --quiet --text-column Sentence,0 \
+    --corpus "$DATA/corpus/wikitext-2-raw" --corpus "$DATA/corpus/gensim-enwiki-sample" \
+    --corpus "$DATA/corpus/wikisplit" --corpus "$DATA/corpus/wikiqa" ${LIMIT:+--limit "$LIMIT"}
+
+# 2. Two students from the same shards (--resume: a finished one is skipped, a stopped one goes on).
+for variant in small large; do
+    timed "train-$variant" "$PIPELINE" train-student --shards "$RUN/shards" \
+        --config "$ROOT/benchmarks/variants.toml" --variant "$variant" --out "$RUN/students" \
+        --resume --no-progress
+done
+
+# 3. GLUE, one task at a time so a finished task is not redone.
+S=$RUN/students
+for task in $TASKS; do
+    [ -f "$RUN/glue/$task/results.json" ] && continue
+    timed "glue-$task" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
+        --out "$RUN/glue/$task" --seeds "$SEEDS" --epochs "$EPOCHS" --max-train-samples "$MAX_TRAIN" \
+        --system teacher --system "scratch:$S/small" --system "kd:$S/small" \
+        --system "student:$S/small" --system "student:$S/small+kd" \
+        --system "student:$S/large" --system "student:$S/large+kd"
+done
+
+# 4. Speed and size of both student sizes, the teacher and a BERT-base-sized model.
+timed speed python "$ROOT/benchmarks/student_speed.py" --shards "$RUN/shards" \
+    --sizes 256x1,256x2 | tee "$RUN/speed.txt"
+echo "done: results under $RUN (stage times in $RUN/stage_seconds.tsv)"
