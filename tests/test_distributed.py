@@ -28,6 +28,17 @@ def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _run_ok(argv):
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _assert_same_rows(got_dir, want_dir):
+    got, want = _rows(got_dir), _rows(want_dir)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+
+
 def _rows(directory):
     shards = ShardDirectory(directory)
     data = [shards.read(i) for i in range(len(shards.manifest.shards))]
@@ -39,14 +50,9 @@ def _rows(directory):
 def test_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_corpus_file):
     single, double = tmp_path / "one", tmp_path / "two"
     for out, n in ((single, 1), (double, 2)):
-        proc = subprocess.run(_encode_argv(tiny_corpus_file, tiny_teacher_dir, out, 32, n),
-                              capture_output=True, text=True, env=_env(), timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    ids1, vec1, sha1 = _rows(single)
-    ids2, vec2, sha2 = _rows(double)
-    np.testing.assert_array_equal(ids1, ids2)
-    np.testing.assert_allclose(vec1, vec2, atol=1e-3)
-    assert len(sha1) == 7
+        _run_ok(_encode_argv(tiny_corpus_file, tiny_teacher_dir, out, 32, n))
+    _assert_same_rows(double, single)
+    assert len(_rows(double)[2]) == 7
 
 
 def _rank_pids(launcher_pid: int) -> dict[int, int]:
@@ -72,9 +78,7 @@ def test_rank_killed_mid_run_then_relaunched_gives_identical_result(tmp_path, ti
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(tiny_corpus(3000, seed=1)) + "\n")
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    ref = subprocess.run(_encode_argv(corpus, tiny_teacher_dir, reference, 25, 1),
-                         capture_output=True, text=True, env=_env(), timeout=300)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    _run_ok(_encode_argv(corpus, tiny_teacher_dir, reference, 25, 1))
 
     launcher = subprocess.Popen(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
@@ -90,13 +94,8 @@ def test_rank_killed_mid_run_then_relaunched_gives_identical_result(tmp_path, ti
     assert not [p for p in crashed.iterdir() if p.name.startswith("train-") and ".tmp" not in p.name
                 and not p.name.endswith(".arrow")]
 
-    rerun = subprocess.run(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2),
-                           capture_output=True, text=True, env=_env(), timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    ids1, vec1, _ = _rows(reference)
-    ids2, vec2, _ = _rows(crashed)
-    np.testing.assert_array_equal(ids1, ids2)
-    np.testing.assert_allclose(vec1, vec2, atol=1e-3)
+    _run_ok(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2))
+    _assert_same_rows(crashed, reference)
 
 
 def _train_argv(shards, out, processes, *extra):
@@ -118,15 +117,11 @@ def _weights(directory):
 def test_ddp_training_equals_one_process_and_resumes(tmp_path, tiny_shards):
     runs = {}
     for name, processes, extra in (("one", 1, ()), ("two", 2, ()), ("resumed", 2, ("--stop-after", "3"))):
-        proc = subprocess.run(_train_argv(tiny_shards, tmp_path / name, processes, *extra),
-                              capture_output=True, text=True, env=_env(), timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        _run_ok(_train_argv(tiny_shards, tmp_path / name, processes, *extra))
         runs[name] = tmp_path / name
     assert (runs["resumed"] / "checkpoint.pt").is_file()
     assert not (runs["resumed"] / "model.safetensors").exists()
-    proc = subprocess.run(_train_argv(tiny_shards, runs["resumed"], 2, "--resume"),
-                          capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _run_ok(_train_argv(tiny_shards, runs["resumed"], 2, "--resume"))
 
     one, two, resumed = (_weights(runs[n]) for n in ("one", "two", "resumed"))
     for key in one:
