@@ -8,7 +8,11 @@ import sys
 import click
 
 from cache_tools.format import ShardError
+from pipeline.encode_cmd import encode, shards_info
 from pipeline.errors import UserError
+from pipeline.glue_cmd import glue_eval
+from pipeline.student_cmd import embed, train_student
+from pipeline.verify_cmd import verify
 
 RESUME = "rerun the same command to resume (train-student: with --resume)"
 
@@ -45,18 +49,5 @@ def _error(message: str) -> None:
     sys.exit(2)
 
 
-# Command registration: each stage module defines its click commands.
-from pipeline.encode_cmd import encode, shards_info  # noqa: E402
-
-cli.add_command(encode)
-cli.add_command(shards_info)
-from pipeline.verify_cmd import verify  # noqa: E402
-
-cli.add_command(verify)
-from pipeline.glue_cmd import glue_eval  # noqa: E402
-
-cli.add_command(glue_eval)
-from pipeline.student_cmd import embed, train_student  # noqa: E402
-
-cli.add_command(train_student)
-cli.add_command(embed)
+for command in (encode, shards_info, verify, train_student, embed, glue_eval):
+    cli.add_command(command)
