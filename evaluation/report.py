@@ -51,6 +51,9 @@ def summarize(runs: list[dict], systems: list[str], tasks: list[str]) -> dict:
 
 
 def _cell(stats: dict) -> str:
+    """Mean ± std; a single run has no spread to show."""
+    if len(stats["values"]) < 2:
+        return f"{stats['mean']:.1f}"
     return f"{stats['mean']:.1f} ± {stats['std']:.1f}"
 
 

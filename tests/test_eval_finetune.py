@@ -258,6 +258,9 @@ def test_summary_table_and_submissions(tmp_path):
     assert "| system | MRPC (F1/acc) | RTE (acc) | GLUE avg |" in table
     assert "| a | 81.0 ± 1.4 / 72.0 ± 2.8 | 62.0 ± 2.8 | 69.2 ± 2.5 |" in table
     assert "| teacher | 81.2 |" in table
+    one_seed = markdown(summarize([r for r in runs if r["seed"] == 0], ["a"], ["MRPC", "RTE"]),
+                        ["MRPC", "RTE"], {}, seeds=1)
+    assert "| a | 80.0 / 70.0 | 60.0 | 67.5 |" in one_seed  # one run: no "± 0.0"
 
     rte = load_task("RTE", FIXTURES, with_test=True)
     path = write_submission(tmp_path, rte.task, "RTE", rte.test["RTE"],
