@@ -8,6 +8,7 @@ import sys
 import click
 
 from cache_tools.format import ShardError
+from pipeline.distributed import finish_distributed
 from pipeline.encode_cmd import encode, shards_info
 from pipeline.errors import UserError
 from pipeline.glue_cmd import glue_eval
@@ -27,6 +28,7 @@ def main() -> None:
     """Console entry point: known errors become one line on stderr and exit code 2."""
     try:
         cli.main(standalone_mode=False)
+        finish_distributed()
     except click.exceptions.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
         click.echo(f"Interrupted; {RESUME}.", err=True)
         sys.exit(130)

@@ -56,3 +56,10 @@ def init_distributed() -> DistContext:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then leave the group: a rank exiting with the group alive can abort."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

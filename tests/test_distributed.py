@@ -30,7 +30,7 @@ def _env():
 
 def _run_ok(argv):
     proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[:3000] + " ... " + proc.stderr[-1500:]
 
 
 def _assert_same_rows(got_dir, want_dir):
