@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,16 +110,23 @@ class EncodeResult:
 
 
 # -- plan -----------------------------------------------------------------------------------
-def _corpus_key(config: EncodeConfig) -> dict:
+def _resolved_corpus(config: EncodeConfig) -> CorpusConfig:
+    """The corpus with `wiki` (a network probe) and directories resolved once per run, so the
+    fingerprint and the reader see the same sources."""
+    return replace(config.corpus, sources=resolve_sources(config.corpus.sources))
+
+
+def _corpus_key(corpus: CorpusConfig) -> dict:
     """What determines the sentence list: the sources (paths, sizes, mtimes) and reader settings."""
-    corpus = asdict(config.corpus)
-    corpus["sources"] = describe_sources(resolve_sources(config.corpus.sources))
-    return corpus
+    key = asdict(corpus)
+    key["sources"] = describe_sources(corpus.sources)
+    return key
 
 
-def build_plan(config: EncodeConfig, work: Path) -> tuple[pa.Table, dict]:
-    """The sentence list with ids, read once and kept in ``.work/plan.arrow`` for reruns."""
-    key = _corpus_key(config)
+def build_plan(corpus: CorpusConfig, work: Path, progress: bool) -> tuple[pa.Table, dict]:
+    """The sentence list with ids, read once and kept in ``.work/plan.arrow`` for reruns;
+    ``corpus`` has its sources resolved (``_resolved_corpus``)."""
+    key = _corpus_key(corpus)
     key_fp = fingerprint(key)
     plan_path, info_path = work / PLAN_NAME, work / "plan.json"
     if plan_path.is_file() and info_path.is_file():
@@ -127,8 +134,8 @@ def build_plan(config: EncodeConfig, work: Path) -> tuple[pa.Table, dict]:
         if info.get("key_fingerprint") == key_fp:
             with pa.memory_map(str(plan_path)) as source:
                 return pa.ipc.open_file(source).read_all(), info
-    reader = CorpusReader(config.corpus)
-    texts = list(tqdm(reader, desc="reading corpus", unit=" sent", disable=not config.progress))
+    reader = CorpusReader(corpus)
+    texts = list(tqdm(reader, desc="reading corpus", unit=" sent", disable=not progress))
     if not texts:
         raise UserError(
             f"the corpus yielded no sentences ({_describe_drops(reader.stats.as_dict())})"
@@ -197,6 +204,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     out, work = config.out, config.out / WORK_DIR
     teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length,
                       ctx.device(config.device))
+    corpus = _resolved_corpus(config)
     settings = {
         "teacher_fingerprint": teacher.fingerprint(),
         "tokenizer_fingerprint": teacher.tokenizer_fingerprint(),
@@ -207,7 +215,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
         "dtype": config.dtype,
         "format": config.format,
         "shard_size": config.shard_size,
-        "corpus": _corpus_key(config),
+        "corpus": _corpus_key(corpus),
     }
     settings_fp = fingerprint(settings)
     # Rank 0 decides what the directory holds and reads the corpus; the others load its plan.
@@ -215,13 +223,13 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     if ctx.is_main:
         try:
             _claim_directory(out, work, settings_fp, config.overwrite)
-            build_plan(config, work)
+            build_plan(corpus, work, config.progress)
             _write_sidecars(out, teacher)
         except UserError as exc:
             failure = exc
     if not ctx.all_ok(failure is None):
         raise failure or UserError("rank 0 refused the run; see its message")
-    plan, plan_info = build_plan(config, work)
+    plan, plan_info = build_plan(corpus, work, config.progress)  # rank 0: its cached plan
     num_rows = plan.num_rows
     num_shards = -(-num_rows // config.shard_size)
     shard_meta = {
@@ -242,23 +250,24 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     done_rows = my_rows - sum(_shard_rows(i, num_rows, config.shard_size) for i in todo)
     texts = plan.column("text")
 
-    def shard_texts(index: int) -> list[str]:
+    def tokenized(index: int) -> tuple[list[str], list[list[int]]]:
         lo = index * config.shard_size
-        return texts.slice(lo, _shard_rows(index, num_rows, config.shard_size)).to_pylist()
+        shard = texts.slice(lo, _shard_rows(index, num_rows, config.shard_size)).to_pylist()
+        return shard, teacher.tokenize(shard)
 
     progress = _Progress(my_rows, done_rows, config.progress and ctx.is_main)
     encoded = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Tokenize shard i+1 in the background (Rust, GIL released) while shard i is encoded.
-        pending = pool.submit(teacher.tokenize, shard_texts(todo[0])) if todo else None
+        pending = pool.submit(tokenized, todo[0]) if todo else None
         for position, index in enumerate(todo):
-            token_ids = pending.result()
+            shard_text, token_ids = pending.result()
             if position + 1 < len(todo):
-                pending = pool.submit(teacher.tokenize, shard_texts(todo[position + 1]))
+                pending = pool.submit(tokenized, todo[position + 1])
             vectors = _encode_with_progress(teacher, token_ids, config, progress)
             lo, name = index * config.shard_size, shard_name(index, num_shards, config.format)
             _check_finite(vectors, config.dtype, lo, name)
-            write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_texts(index),
+            write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_text,
                         token_ids, vectors, config.dtype, {**shard_meta, "index": index})
             _write_receipt(out, work, index, name, lo, token_ids)
             encoded += len(token_ids)
@@ -266,16 +275,16 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     encode_seconds = time.perf_counter() - progress.started
     ctx.barrier()  # every rank's shards are in place
     if ctx.is_main:
-        _write_final_manifest(config, teacher, settings, plan_info, num_shards, started)
+        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, num_shards,
+                              started)
     ctx.barrier()
     return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
                         time.perf_counter() - started, ctx.rank)
 
 
-def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, plan_info: dict,
-                          num_shards: int, started: float) -> None:
+def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, settings_fp: str,
+                          plan_info: dict, num_shards: int, started: float) -> None:
     out, work = config.out, config.out / WORK_DIR
-    settings_fp = fingerprint(settings)
     num_rows = plan_info["num_rows"]
     infos = [_receipt(out, work, i, num_shards, config) for i in range(num_shards)]
     missing = [shard_name(i, num_shards, config.format) for i, info in enumerate(infos) if info is None]
