@@ -49,7 +49,7 @@ from cache_tools.writer import write_shard
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
 from pipeline.distributed import DistContext, init_distributed
 from pipeline.errors import UserError
-from pipeline.teacher import Teacher, plan_batches
+from pipeline.teacher import Teacher
 
 PLAN_NAME = "plan.arrow"
 # Temporary names: write_shard's ``*.tmp-<pid>``, atomic_write_bytes' ``.*.tmp``, ``*.tmp`` here.
@@ -264,7 +264,8 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
             shard_text, token_ids = pending.result()
             if position + 1 < len(todo):
                 pending = pool.submit(tokenized, todo[position + 1])
-            vectors = _encode_with_progress(teacher, token_ids, config, progress)
+            vectors = teacher.encode_tokenized(token_ids, config.batch_size, config.max_tokens,
+                                               on_batch=progress.update)
             lo, name = index * config.shard_size, shard_name(index, num_shards, config.format)
             _check_finite(vectors, config.dtype, lo, name)
             write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_text,
@@ -331,16 +332,6 @@ class _Progress:
         self.bar.update(sentences)
         rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
         self.bar.set_postfix(tok_s=f"{rate:.0f}", refresh=False)
-
-
-def _encode_with_progress(teacher: Teacher, token_ids: list[list[int]], config: EncodeConfig,
-                          progress: _Progress) -> np.ndarray:
-    """(N, D) float32 vectors of one shard, batched by token budget."""
-    vectors = np.empty((len(token_ids), teacher.dim), dtype=np.float32)
-    for batch in plan_batches([len(t) for t in token_ids], config.max_tokens, config.batch_size):
-        vectors[batch] = teacher.embed([token_ids[i] for i in batch])
-        progress.update(len(batch), sum(len(token_ids[i]) for i in batch))
-    return vectors
 
 
 def _check_finite(vectors: np.ndarray, dtype: str, first_id: int, name: str) -> None:

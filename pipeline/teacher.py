@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -185,11 +185,16 @@ class Teacher:
         return self.encode_tokenized(token_ids, batch_size, max_tokens)
 
     def encode_tokenized(
-        self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, max_tokens: int = 16384
+        self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, max_tokens: int = 16384,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
+        """(N, D) float32 vectors of token id lists, batched by token budget; ``on_batch`` gets
+        (sentences, tokens) of each batch done (for progress reporting)."""
         vectors = np.empty((len(token_ids), self.dim), dtype=np.float32)
         for batch in plan_batches([len(t) for t in token_ids], max_tokens, batch_size):
             vectors[batch] = self.embed([token_ids[i] for i in batch])
+            if on_batch is not None:
+                on_batch(len(batch), sum(len(token_ids[i]) for i in batch))
         return vectors
 
 
