@@ -22,6 +22,7 @@ class EvalConfig:
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
     kd_alpha: float = 0.5
     seeds: int = 1
+    teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
     epochs: int = 4
     batch_size: int = 32
     lr: float = 1e-3
@@ -47,7 +48,9 @@ class EvalConfig:
             raise UserError(f"--kd-teacher {self.kd_teacher}: no such directory")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise UserError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha}")
-        for name in ("seeds", "epochs", "batch_size", "patience", "head_hidden"):
+        if self.teacher_seeds is None:
+            self.teacher_seeds = self.seeds
+        for name in ("seeds", "teacher_seeds", "epochs", "batch_size", "patience", "head_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.max_train_samples is not None and self.max_train_samples < 1:

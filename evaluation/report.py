@@ -64,13 +64,16 @@ def task_header(task: str) -> str:
     return f"{task} ({'/'.join(METRIC_NAMES[m] for m in metrics)})"
 
 
-def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds: int) -> str:
+def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds: int,
+             teacher_seeds: int | None = None) -> str:
     """The results table (rows: systems; columns: tasks and the GLUE average)."""
     lines = []
     if summary:
         header = ["system", *(task_header(t) for t in tasks), "GLUE avg"]
+        teacher_note = ("" if teacher_seeds in (None, seeds) or "teacher" not in summary
+                        else f" (the teacher: {teacher_seeds})")
         lines += [
-            f"GLUE dev results, mean ± std over {seeds} seed(s); scores × 100. Tasks with two "
+            f"GLUE dev results, mean ± std over {seeds} seed(s){teacher_note}; scores × 100. Tasks with two "
             "metrics show both; the average is over the tasks in this table (each task's score "
             "is the mean of its metrics; MNLI m and mm count as one task). Each run's epoch is "
             "picked on the same dev set (GLUE test labels are hidden), the usual GLUE-dev "
@@ -113,7 +116,8 @@ def write_results(out: Path, summary: dict, tasks: list[str], zero_shot: dict[st
         "zero_shot_stsb_spearman": zero_shot,
         "config": config,
     })
-    atomic_write_bytes(out / "results.md", markdown(summary, tasks, zero_shot, seeds).encode())
+    table = markdown(summary, tasks, zero_shot, seeds, config.get("teacher_seeds"))
+    atomic_write_bytes(out / "results.md", table.encode())
 
 
 def write_submission(directory: Path, task: GlueTask, stem: str, split: GlueSplit,

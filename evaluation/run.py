@@ -82,7 +82,7 @@ def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: 
                if any(spec.kd for spec in specs) else None)
     records = []
     for spec in specs:
-        for seed in range(config.seeds):
+        for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds):
             record = run_one(spec, data, train, targets if spec.kd else None, seed, config, device)
             append_jsonl(config.out / "runs.jsonl", record)
             records.append(record)

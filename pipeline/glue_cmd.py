@@ -36,6 +36,8 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
 @click.option("--kd-alpha", type=float, default=0.5,
               help="Weight of the hard-label loss in +kd runs (the rest: MSE to teacher logits).")
 @click.option("--seeds", type=int, default=1, help="Runs per system and task (seeds 0..N-1).")
+@click.option("--teacher-seeds", type=int, default=None,
+              help="Runs of the teacher row (its fine-tuning costs most) [default: --seeds].")
 @click.option("--epochs", type=int, default=4, help="Maximum epochs per run.")
 @click.option("--patience", type=int, default=2, help="Stop after N epochs without dev gain.")
 @click.option("--batch-size", type=int, default=32, help="Training batch size.")
@@ -50,7 +52,8 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
 @click.option("--zero-shot", is_flag=True,
               help="Only the STS-B zero-shot check (cosine Spearman), no fine-tuning.")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha, seeds, epochs,
+def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha, seeds, teacher_seeds,
+              epochs,
               patience, batch_size, lr, teacher_lr, head_hidden, dropout, max_train_samples,
               predict_test, zero_shot, device):
     """Fine-tune and score students, baselines and the teacher on GLUE (dev sets)."""
@@ -58,7 +61,8 @@ def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
         raise UserError("give exactly one of --glue-dir DIR or --hub")
     config = EvalConfig(
         out=out, systems=list(systems), tasks=_split_commas(tasks), glue_dir=glue_dir,
-        teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha, seeds=seeds, epochs=epochs,
+        teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha, seeds=seeds,
+        teacher_seeds=teacher_seeds, epochs=epochs,
         patience=patience, batch_size=batch_size, lr=lr, teacher_lr=teacher_lr,
         head_hidden=head_hidden, dropout=dropout, max_train_samples=max_train_samples,
         predict_test=predict_test, zero_shot=zero_shot, device=device,

@@ -62,14 +62,17 @@ def test_students_baselines_and_kd_end_to_end(tmp_path, tiny_teacher_dir, tiny_s
     out = tmp_path / "out"
     args = ["--tasks", "RTE,STS-B", "--system", f"student:{tiny_student_dir}",
             "--system", f"student:{tiny_student_dir}+kd", "--system", "scratch", "--system", "kd",
-            "--teacher", str(tiny_teacher_dir), "--epochs", "2", "--seeds", "2",
-            "--head-hidden", "8", "--out", str(out), "--device", "cpu"]
+            "--system", "teacher", "--teacher", str(tiny_teacher_dir), "--epochs", "2",
+            "--seeds", "2", "--teacher-seeds", "1", "--head-hidden", "8", "--out", str(out),
+            "--device", "cpu"]
     result = glue_eval(*args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "results.json").read_text())["systems"]
     assert list(summary) == [f"student:{tiny_student_dir}", f"student:{tiny_student_dir}+kd",
-                             "scratch", "kd"]
-    assert all(len(s["average"]["values"]) == 2 for s in summary.values())
+                             "scratch", "kd", "teacher"]
+    runs = {name: len(s["average"]["values"]) for name, s in summary.items()}
+    assert runs == {**dict.fromkeys(list(summary)[:4], 2), "teacher": 1}
+    assert "over 2 seed(s) (the teacher: 1)" in (out / "results.md").read_text()
     zero_shot = json.loads((out / "results.json").read_text())["zero_shot_stsb_spearman"]
     assert set(zero_shot) == {"teacher", f"student:{tiny_student_dir}"}
     # a rerun reuses the cached teacher logits instead of fine-tuning the teacher again
