@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -43,9 +44,28 @@ class DistContext:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
+    def broadcast(self, value: object) -> object:
+        """Rank 0's ``value`` on every rank (what the others passed is ignored)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
-def init_distributed() -> DistContext:
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU)."""
+    def gather(self, value: object) -> list:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+
+def init_distributed(timeout: timedelta | None = None) -> DistContext:
+    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU).
+
+    ``timeout`` bounds every collective: how long a rank waits for the others at a barrier.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
@@ -54,7 +74,7 @@ def init_distributed() -> DistContext:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timeout)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 

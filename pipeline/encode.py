@@ -5,7 +5,8 @@ The run has three steps, each resumable:
 1. plan: read the corpus into ``.work/plan.arrow`` (id, text). The shard plan is a pure function of
    the corpus and settings: shard ``i`` holds ids ``[i * shard_size, (i + 1) * shard_size)``.
 2. shards: tokenize and encode each missing shard, write it to a temporary name and rename it;
-   a receipt (rows, bytes, sha256) goes to ``.work/`` once the shard is in place.
+   a receipt (rows, bytes, sha256) goes to ``.work/`` once the shard is in place
+   (``pipeline.sharded_map``, shared with glue-eval's teacher-logit cache).
 3. manifest: written last, from the receipts; its presence means "complete".
 """
 
@@ -15,7 +16,6 @@ import json
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,21 +34,18 @@ from cache_tools.format import (
     TOKENIZER_DIR,
     WORK_DIR,
     parse_shard_name,
-    shard_name,
 )
 from cache_tools.manifest import (
     Manifest,
-    ShardInfo,
     atomic_write_json,
     fingerprint,
     read_manifest,
-    sha256_file,
     write_manifest,
 )
-from cache_tools.writer import write_shard
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
 from pipeline.distributed import DistContext, init_distributed
 from pipeline.errors import UserError
+from pipeline.sharded_map import PreparedShard, ShardedMap
 from pipeline.teacher import Teacher
 
 PLAN_NAME = "plan.arrow"
@@ -114,6 +111,14 @@ def _resolved_corpus(config: EncodeConfig) -> CorpusConfig:
     """The corpus with `wiki` (a network probe) and directories resolved once per run, so the
     fingerprint and the reader see the same sources."""
     return replace(config.corpus, sources=resolve_sources(config.corpus.sources))
+
+
+def _resolve_or_refusal(config: EncodeConfig) -> tuple[CorpusConfig | None, str | None]:
+    """The resolved corpus, or why it cannot be resolved (sent to every rank either way)."""
+    try:
+        return _resolved_corpus(config), None
+    except UserError as exc:
+        return None, str(exc)
 
 
 def _corpus_key(corpus: CorpusConfig) -> dict:
@@ -204,7 +209,10 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     out, work = config.out, config.out / WORK_DIR
     teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length,
                       ctx.device(config.device))
-    corpus = _resolved_corpus(config)
+    # Rank 0 resolves the sources (`wiki` is a network probe) and every rank uses its answer.
+    corpus, refusal = ctx.broadcast(_resolve_or_refusal(config) if ctx.is_main else None)
+    if refusal is not None:
+        raise UserError(refusal)
     settings = {
         "teacher_fingerprint": teacher.fingerprint(),
         "tokenizer_fingerprint": teacher.tokenizer_fingerprint(),
@@ -230,8 +238,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     if not ctx.all_ok(failure is None):
         raise failure or UserError("rank 0 refused the run; see its message")
     plan, plan_info = build_plan(corpus, work, config.progress)  # rank 0: its cached plan
-    num_rows = plan.num_rows
-    num_shards = -(-num_rows // config.shard_size)
+    shards = ShardedMap(out, plan.num_rows, config.shard_size, config.format, config.dtype)
     shard_meta = {
         "settings_fingerprint": settings_fp,
         "teacher": teacher.name,
@@ -242,55 +249,37 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
         "dim": teacher.dim,
         "dtype": config.dtype,
         "max_length": teacher.max_length,
-        "num_shards": num_shards,
+        "num_shards": shards.num_shards,
     }
-    mine = range(ctx.rank, num_shards, ctx.world_size)
-    todo = [i for i in mine if _receipt(out, work, i, num_shards, config) is None]
-    my_rows = sum(_shard_rows(i, num_rows, config.shard_size) for i in mine)
-    done_rows = my_rows - sum(_shard_rows(i, num_rows, config.shard_size) for i in todo)
+    todo = shards.todo(ctx)
+    my_rows = shards.rows_of(shards.mine(ctx))
     texts = plan.column("text")
 
-    def tokenized(index: int) -> tuple[list[str], list[list[int]]]:
-        lo = index * config.shard_size
-        shard = texts.slice(lo, _shard_rows(index, num_rows, config.shard_size)).to_pylist()
-        return shard, teacher.tokenize(shard)
+    def prepare(lo: int, hi: int) -> PreparedShard:
+        shard_text = texts.slice(lo, hi - lo).to_pylist()
+        return PreparedShard(shard_text, teacher.tokenize(shard_text))
 
-    progress = _Progress(my_rows, done_rows, config.progress and ctx.is_main)
-    encoded = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # Tokenize shard i+1 in the background (Rust, GIL released) while shard i is encoded.
-        pending = pool.submit(tokenized, todo[0]) if todo else None
-        for position, index in enumerate(todo):
-            shard_text, token_ids = pending.result()
-            if position + 1 < len(todo):
-                pending = pool.submit(tokenized, todo[position + 1])
-            vectors = teacher.encode_tokenized(token_ids, config.batch_size, config.max_tokens,
-                                               on_batch=progress.update)
-            lo, name = index * config.shard_size, shard_name(index, num_shards, config.format)
-            _check_finite(vectors, config.dtype, lo, name)
-            write_shard(out / name, np.arange(lo, lo + len(token_ids)), shard_text,
-                        token_ids, vectors, config.dtype, {**shard_meta, "index": index})
-            _write_receipt(out, work, index, name, lo, token_ids)
-            encoded += len(token_ids)
+    def compute(index: int, prepared: PreparedShard) -> np.ndarray:
+        vectors = teacher.encode_tokenized(prepared.token_ids, config.batch_size,
+                                           config.max_tokens, on_batch=progress.update)
+        _check_finite(vectors, config.dtype, shards.bounds(index)[0], shards.name(index))
+        return vectors
+
+    progress = _Progress(my_rows, my_rows - shards.rows_of(todo), config.progress and ctx.is_main)
+    encoded = shards.run(ctx, prepare, compute, shard_meta)
     progress.bar.close()
     encode_seconds = time.perf_counter() - progress.started
     ctx.barrier()  # every rank's shards are in place
     if ctx.is_main:
-        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, num_shards,
-                              started)
+        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started)
     ctx.barrier()
     return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
                         time.perf_counter() - started, ctx.rank)
 
 
 def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, settings_fp: str,
-                          plan_info: dict, num_shards: int, started: float) -> None:
-    out, work = config.out, config.out / WORK_DIR
-    num_rows = plan_info["num_rows"]
-    infos = [_receipt(out, work, i, num_shards, config) for i in range(num_shards)]
-    missing = [shard_name(i, num_shards, config.format) for i, info in enumerate(infos) if info is None]
-    if missing:
-        raise UserError(f"shards missing after the run: {', '.join(missing)}; rerun to finish them")
+                          plan_info: dict, shards: ShardedMap, started: float) -> None:
+    infos = shards.receipts()
     manifest = Manifest(
         teacher=teacher.name,
         teacher_fingerprint=settings["teacher_fingerprint"],
@@ -306,7 +295,7 @@ def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict
         corpus_fingerprint=plan_info["corpus_fingerprint"],
         settings_fingerprint=settings_fp,
         shards=infos,
-        num_rows=num_rows,
+        num_rows=plan_info["num_rows"],
         num_tokens=sum(i.num_tokens for i in infos),
         num_bytes=sum(i.num_bytes for i in infos),
         command=config.command,
@@ -315,7 +304,7 @@ def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         encode_seconds=round(time.perf_counter() - started, 2),
     )
-    write_manifest(out, manifest)
+    write_manifest(config.out, manifest)
 
 
 class _Progress:
@@ -346,10 +335,6 @@ def _check_finite(vectors: np.ndarray, dtype: str, first_id: int, name: str) -> 
             else "; check the teacher and --device")
     raise UserError(f"{name}: NaN or Inf teacher vectors for {len(bad)} of {len(finite)} "
                     f"sentences (first id {first_id + int(bad[0])}){hint}")
-
-
-def _shard_rows(index: int, num_rows: int, shard_size: int) -> int:
-    return min(shard_size, num_rows - index * shard_size)
 
 
 def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -> None:
@@ -402,25 +387,3 @@ def _write_sidecars(out: Path, teacher: Teacher) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, teacher.input_embeddings())
         tmp.replace(embeddings)
-
-
-def _write_receipt(out: Path, work: Path, index: int, name: str, first_id: int,
-                   token_ids: list[list[int]]) -> None:
-    path = out / name
-    info = ShardInfo(name=name, index=index, num_rows=len(token_ids), first_id=first_id,
-                     num_bytes=path.stat().st_size, sha256=sha256_file(path),
-                     num_tokens=sum(len(t) for t in token_ids))
-    atomic_write_json(work / f"shard-{index:05d}.json", asdict(info))
-
-
-def _receipt(out: Path, work: Path, index: int, num_shards: int,
-             config: EncodeConfig) -> ShardInfo | None:
-    """The receipt of a complete shard, or None when the shard must be (re)written."""
-    name = shard_name(index, num_shards, config.format)
-    receipt = work / f"shard-{index:05d}.json"
-    if not (out / name).is_file() or not receipt.is_file():
-        return None
-    info = ShardInfo(**json.loads(receipt.read_text()))
-    if info.name != name or info.num_bytes != (out / name).stat().st_size:
-        return None
-    return info
