@@ -21,6 +21,7 @@ class EvalConfig:
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
     kd_alpha: float = 0.5
+    kd_shard_rows: int = 4096  # teacher-logit cache rows per shard: the unit of work of a rank
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
     epochs: int = 4
@@ -50,7 +51,8 @@ class EvalConfig:
             raise UserError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha}")
         if self.teacher_seeds is None:
             self.teacher_seeds = self.seeds
-        for name in ("seeds", "teacher_seeds", "epochs", "batch_size", "patience", "head_hidden"):
+        for name in ("seeds", "teacher_seeds", "kd_shard_rows", "epochs", "batch_size", "patience",
+                     "head_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.max_train_samples is not None and self.max_train_samples < 1:

@@ -1,8 +1,9 @@
 """Task-specific distillation targets: a fine-tuned teacher's logits on a task's training set.
 
-The logits are computed once and cached in the shard format of stage one (``vector`` = the
-logits, ``text`` = sentence 1, or sentence 1 TAB sentence 2 for pairs, ``input_ids`` = the
-teacher's ids of sentence 1 then sentence 2) under ``OUT/kd-cache/<TASK>-<key>/``. The key is a
+The logits are computed once, by stage one's sharded map (so under torchrun every rank computes
+its own shards), and cached in the shard format of stage one (``vector`` = the logits, ``text`` =
+sentence 1, or sentence 1 TAB sentence 2 for pairs, ``input_ids`` = the teacher's ids of sentence
+1 then sentence 2) under ``OUT/kd-cache/<TASK>-<key>/``. The key is a
 fingerprint of the teacher (its weights, and the fine-tuning settings when glue-eval fine-tunes
 it), the task and the training data, so a rerun with the same inputs reuses the cache.
 """
@@ -16,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache_tools.format import MANIFEST_NAME, shard_name
-from cache_tools.manifest import Manifest, ShardInfo, fingerprint, sha256_file, write_manifest
+from cache_tools.format import MANIFEST_NAME
+from cache_tools.manifest import Manifest, fingerprint, sha256_file, write_manifest
 from cache_tools.reader import ShardDirectory
-from cache_tools.writer import write_shard
 from data.glue import GlueSplit, TaskData
 from evaluation.config import EvalConfig
-from evaluation.finetune import Encoded, FinetuneResult, encode_split, finetune, predict
+from evaluation.finetune import FinetuneResult, encode_split, finetune, predict
 from evaluation.heads import TaskModel
 from evaluation.report import append_jsonl, run_log_path
 from evaluation.systems import (
@@ -33,7 +33,9 @@ from evaluation.systems import (
     load_finetuned_teacher,
     save_finetuned_teacher,
 )
+from pipeline.distributed import DistContext
 from pipeline.errors import UserError
+from pipeline.sharded_map import PreparedShard, ShardedMap
 from pipeline.teacher import Teacher
 
 CACHE_DIR = "kd-cache"
@@ -48,30 +50,59 @@ def split_fingerprint(split: GlueSplit) -> str:
 
 def teacher_logits(
     config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-    log: Callable[[str], None],
+    log: Callable[[str], None], ctx: DistContext | None = None,
 ) -> np.ndarray:
-    """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible."""
+    """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible.
+
+    They are computed through stage one's sharded map: under torchrun rank 0 fine-tunes the
+    teacher (once) while the others wait, then every rank predicts its own shards of ``train``.
+    """
+    ctx = ctx or DistContext()
     task = data.task
     if config.kd_teacher is not None:
         directory = _given_teacher_dir(config.kd_teacher, task.name)
         source = {"finetuned": str(directory), "sha256": {
             f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
     else:
+        directory = config.out / FINETUNED_DIR / task.name
         source = _base_teacher_source(config, data, train)
     key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
     cache = config.out / CACHE_DIR / f"{task.name}-{key}"
     if (cache / MANIFEST_NAME).is_file():
         log(f"{task.name}: teacher logits from the cache {cache}")
         return read_logits(cache, len(train))
-    if config.kd_teacher is not None:
-        model = load_finetuned_teacher(directory, task, config)
-    else:
-        model, _ = seed0_teacher(config, data, train, device, log)
-    encoded = encode_split(model.backbone, train)
-    logits = predict(model, encoded, config.batch_size, device)  # (N, C)
-    write_logits(cache, train, encoded, logits, source, key, config.command)
-    log(f"{task.name}: teacher logits cached in {cache}")
-    return logits
+    model, failure = None, None
+    if ctx.is_main and config.kd_teacher is None:
+        try:
+            model, _ = seed0_teacher(config, data, train, device, log)
+        except UserError as exc:
+            failure = exc
+    if not ctx.all_ok(failure is None):
+        raise failure or UserError("rank 0 could not fine-tune the teacher; see its message")
+    model = model or load_finetuned_teacher(directory, task, config)
+    shards = ShardedMap(cache, len(train), config.kd_shard_rows, "arrow", "float32")
+
+    def prepare(lo: int, hi: int) -> PreparedShard:
+        part = train.subset(np.arange(lo, hi))
+        encoded = encode_split(model.backbone, part)
+        texts = part.text_a if part.text_b is None else [
+            f"{a}\t{b}" for a, b in zip(part.text_a, part.text_b, strict=True)]
+        tokens = encoded.tokens_a if encoded.tokens_b is None else [
+            np.concatenate([a, b]) for a, b in zip(encoded.tokens_a, encoded.tokens_b, strict=True)]
+        return PreparedShard(texts, tokens, encoded)
+
+    def compute(index: int, prepared: PreparedShard) -> np.ndarray:
+        return predict(model, prepared.payload, config.batch_size, device)  # (rows, C)
+
+    shards.run(ctx, prepare, compute, {"settings_fingerprint": key, "kind": "glue_kd_logits",
+                                       "task": train.task, "num_shards": shards.num_shards})
+    ctx.barrier()  # every rank's shards are in place
+    if ctx.is_main:
+        write_logits_manifest(cache, shards, train, model.head.num_outputs, source, key,
+                              config.command)
+        log(f"{task.name}: teacher logits cached in {cache}")
+    ctx.barrier()
+    return read_logits(cache, len(train))
 
 
 def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
@@ -122,19 +153,10 @@ def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: 
     return model, result
 
 
-def write_logits(cache: Path, train: GlueSplit, encoded: Encoded, logits: np.ndarray,
-                 source: dict, key: str, command: str) -> None:
-    """One Arrow shard plus a manifest (written last), as stage one writes sentence vectors."""
-    cache.mkdir(parents=True, exist_ok=True)
-    texts = train.text_a if train.text_b is None else [
-        f"{a}\t{b}" for a, b in zip(train.text_a, train.text_b, strict=True)]
-    tokens = encoded.tokens_a if encoded.tokens_b is None else [
-        np.concatenate([a, b]) for a, b in zip(encoded.tokens_a, encoded.tokens_b, strict=True)]
-    name = shard_name(0, 1, "arrow")
-    path = write_shard(cache / name, np.arange(len(train)), texts, tokens, logits, "float32",
-                       {"settings_fingerprint": key, "kind": "glue_kd_logits", "task": train.task})
-    num_tokens = int(sum(len(t) for t in tokens))
-    info = ShardInfo(name, 0, len(train), 0, path.stat().st_size, sha256_file(path), num_tokens)
+def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, dim: int,
+                          source: dict, key: str, command: str) -> None:
+    """The manifest of the logit shards, written last as stage one writes its own."""
+    infos = shards.receipts()
     manifest = Manifest(
         teacher=str(source.get("finetuned") or source.get("base")),
         teacher_fingerprint=fingerprint(source),
@@ -142,17 +164,17 @@ def write_logits(cache: Path, train: GlueSplit, encoded: Encoded, logits: np.nda
         pooling="logits",
         layer=-1,
         normalize=False,
-        dim=int(logits.shape[1]),
+        dim=dim,
         dtype="float32",
         max_length=0,
         format="arrow",
         corpus={"task": train.task, "split": train.split, "rows": len(train)},
         corpus_fingerprint=split_fingerprint(train),
         settings_fingerprint=key,
-        shards=[info],
+        shards=infos,
         num_rows=len(train),
-        num_tokens=num_tokens,
-        num_bytes=info.num_bytes,
+        num_tokens=sum(info.num_tokens for info in infos),
+        num_bytes=sum(info.num_bytes for info in infos),
         command=command,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         extra={"kind": "glue_kd_logits", "task": train.task},

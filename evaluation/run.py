@@ -2,7 +2,12 @@
 
 For each task: read it, take the training subset, run the STS-B zero-shot check, compute the
 teacher's logits once if a ``+kd`` system needs them, then fine-tune each system with each seed.
-Every run appends one line to ``runs.jsonl`` and its epochs to ``logs/<system>/<task>/seed<k>.jsonl``.
+Every run writes its epochs to ``logs/<system>/<task>/seed<k>.jsonl``; after each task its runs
+go to ``runs.jsonl``.
+
+Under torchrun the teacher's logits are computed shard by shard across the ranks, and the task's
+(system, seed) runs are dealt out round-robin; rank 0 gathers the records and writes the results.
+Every run is seeded on its own, so the scores do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -30,9 +36,12 @@ from evaluation.report import (
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
 from pipeline.device import resolve_device
+from pipeline.distributed import DistContext, init_distributed
 from pipeline.errors import UserError
 
 SUBSET_SEED = 0  # one fixed training subset for every system and seed
+# Ranks wait at collectives while rank 0 fine-tunes a teacher or a rank finishes a long run.
+GROUP_TIMEOUT = timedelta(hours=24)
 
 
 @dataclass
@@ -41,21 +50,25 @@ class EvalResult:
     summary: dict
     zero_shot: dict[str, float]
     seconds: float
+    rank: int = 0
 
     def summary_line(self) -> str:
         return f"{len(self.summary)} system(s) in {self.seconds:.0f}s; see {self.out / 'results.md'}"
 
 
-def run_glue_eval(config: EvalConfig) -> EvalResult:
+def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalResult:
     """Run the whole evaluation described by ``config``."""
     started = time.perf_counter()
+    ctx = ctx or init_distributed(timeout=GROUP_TIMEOUT)
     specs = resolve_systems(config.systems)
     if config.zero_shot and "STS-B" not in config.tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "
                         "(add --tasks STS-B; it needs STS-B/ in --glue-dir)")
-    device = resolve_device(config.device)
+    device = resolve_device(ctx.device(config.device))
     config.out.mkdir(parents=True, exist_ok=True)
-    (config.out / "runs.jsonl").unlink(missing_ok=True)  # this run's records only
+    if ctx.is_main:
+        (config.out / "runs.jsonl").unlink(missing_ok=True)  # this run's records only
+    ctx.barrier()
     runs: list[dict] = []
     zero_shot: dict[str, float] = {}
     for name in ["STS-B"] if config.zero_shot else config.tasks:
@@ -64,28 +77,36 @@ def run_glue_eval(config: EvalConfig) -> EvalResult:
         skipped = f", {data.train.skipped} malformed rows skipped" if data.train.skipped else ""
         _log(f"{name}: {len(train)} training rows{skipped}, dev sizes "
              f"{[len(d) for d in data.dev.values()]} ({data.source})")
-        if name == "STS-B":
+        if name == "STS-B" and ctx.is_main:
             zero_shot = stsb_zero_shot(specs, data.dev[""], config, _log)
         if not config.zero_shot:
-            runs += run_task(specs, data, train, config, device)
+            runs += run_task(specs, data, train, config, device, ctx)
     summary = summarize(runs, [s.label for s in specs], config.tasks) if runs else {}
     settings = {k: str(v) if isinstance(v, Path) else v
                 for k, v in dataclasses.asdict(config).items()}
-    write_results(config.out, summary, config.tasks, zero_shot, settings)
-    return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started)
+    if ctx.is_main:
+        write_results(config.out, summary, config.tasks, zero_shot, settings)
+    return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started, ctx.rank)
 
 
 def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: EvalConfig,
-             device: torch.device) -> list[dict]:
-    """Every system with every seed on one task; the teacher's logits first if +kd needs them."""
-    targets = (teacher_logits(config, data, train, device, _log)
+             device: torch.device, ctx: DistContext) -> list[dict]:
+    """Every system with every seed on one task; the teacher's logits first if +kd needs them.
+
+    Rank r runs the jobs ``r, r + W, ...``; every rank returns all records, in job order.
+    """
+    targets = (teacher_logits(config, data, train, device, _log, ctx)
                if any(spec.kd for spec in specs) else None)
-    records = []
-    for spec in specs:
-        for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds):
-            record = run_one(spec, data, train, targets if spec.kd else None, seed, config, device)
+    jobs = [(spec, seed) for spec in specs
+            for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds)]
+    mine = {position: run_one(spec, data, train, targets if spec.kd else None, seed, config, device)
+            for position, (spec, seed) in enumerate(jobs)
+            if position % ctx.world_size == ctx.rank}
+    gathered = {position: record for part in ctx.gather(mine) for position, record in part.items()}
+    records = [gathered[position] for position in range(len(jobs))]
+    if ctx.is_main:
+        for record in records:
             append_jsonl(config.out / "runs.jsonl", record)
-            records.append(record)
     return records
 
 

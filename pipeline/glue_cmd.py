@@ -35,6 +35,8 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
                    "OUT/finetuned-teacher) [default: fine-tune the teacher].")
 @click.option("--kd-alpha", type=float, default=0.5,
               help="Weight of the hard-label loss in +kd runs (the rest: MSE to teacher logits).")
+@click.option("--kd-shard-rows", type=int, default=4096, show_default=True,
+              help="Rows per shard of the teacher-logit cache (what one torchrun rank computes).")
 @click.option("--seeds", type=int, default=1, help="Runs per system and task (seeds 0..N-1).")
 @click.option("--teacher-seeds", type=int, default=None,
               help="Runs of the teacher row (its fine-tuning costs most) [default: --seeds].")
@@ -52,16 +54,15 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
 @click.option("--zero-shot", is_flag=True,
               help="Only the STS-B zero-shot check (cosine Spearman), no fine-tuning.")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha, seeds, teacher_seeds,
-              epochs,
-              patience, batch_size, lr, teacher_lr, head_hidden, dropout, max_train_samples,
-              predict_test, zero_shot, device):
+def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha, kd_shard_rows,
+              seeds, teacher_seeds, epochs, patience, batch_size, lr, teacher_lr, head_hidden,
+              dropout, max_train_samples, predict_test, zero_shot, device):
     """Fine-tune and score students, baselines and the teacher on GLUE (dev sets)."""
     if hub == (glue_dir is not None):
         raise UserError("give exactly one of --glue-dir DIR or --hub")
     config = EvalConfig(
         out=out, systems=list(systems), tasks=_split_commas(tasks), glue_dir=glue_dir,
-        teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha, seeds=seeds,
+        teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha, kd_shard_rows=kd_shard_rows, seeds=seeds,
         teacher_seeds=teacher_seeds, epochs=epochs,
         patience=patience, batch_size=batch_size, lr=lr, teacher_lr=teacher_lr,
         head_hidden=head_hidden, dropout=dropout, max_train_samples=max_train_samples,
@@ -69,4 +70,5 @@ def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_glue_eval(config)
-    click.echo(f"done: {result.summary_line()}")
+    if result.rank == 0:
+        click.echo(f"done: {result.summary_line()}")

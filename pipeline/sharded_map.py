@@ -86,6 +86,7 @@ class ShardedMap:
         into every shard's own description, with its ``index``. No barrier here: the caller
         meets the other ranks before it collects the receipts.
         """
+        self.out.mkdir(parents=True, exist_ok=True)
         todo = self.todo(ctx)
         computed = 0
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -27,6 +27,20 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_student_dir(tiny_teacher_dir, tmp_path_factory) -> Path:
+    """A randomly initialised tiny BiLSTM saved through the student API, tokenizer of the teacher."""
+    from student import SentenceStudent, StudentConfig, StudentEncoder
+    from student.tokenization import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_teacher_dir)
+    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(), output_dim=16, embed_dim=16,
+                           hidden=16, max_length=32)
+    directory = tmp_path_factory.mktemp("tiny_student")
+    SentenceStudent(StudentEncoder(config), tokenizer, config).save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_sentences() -> list[str]:
     return tiny_corpus(200)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,3 +131,33 @@ def test_ddp_training_equals_one_process_and_resumes(tmp_path, tiny_shards):
         np.testing.assert_array_equal(resumed[key], two[key], err_msg=key)
     logs = [line for line in (runs["two"] / "metrics.jsonl").read_text().splitlines()]
     assert len(logs) == len(set(logs))  # written by rank 0 alone
+
+
+def test_glue_eval_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_student_dir):
+    """The teacher-logit cache goes through the sharded map (4 shards of 3 rows here, split
+    over the ranks) and the (system, seed) runs are dealt out: same cache, same scores."""
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "glue")
+    args = ["glue-eval", "--glue-dir", fixtures, "--tasks", "RTE", "--teacher", str(tiny_teacher_dir),
+            "--system", f"student:{tiny_student_dir}+kd", "--system", "kd", "--system", "teacher",
+            "--seeds", "2", "--epochs", "1", "--head-hidden", "8", "--kd-shard-rows", "3",
+            "--device", "cpu"]
+    outs = {}
+    for processes in (1, 2):
+        outs[processes] = tmp_path / f"ranks{processes}"
+        launcher = ([sys.executable, "-m", "pipeline"] if processes == 1 else
+                    [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                     "--standalone", "-m", "pipeline"])
+        _run_ok([*launcher, *args, "--out", str(outs[processes])])
+    caches = [next((outs[n] / "kd-cache").iterdir()) for n in (1, 2)]
+    assert caches[0].name == caches[1].name
+    got, want = _rows(caches[1]), _rows(caches[0])
+    assert len(got[2]) == 4
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], atol=1e-6)
+
+    def scores(out):
+        return [(r["system"], r["seed"], r["score"]) for r in map(json.loads, (out / "runs.jsonl").open())]
+
+    one, two = scores(outs[1]), scores(outs[2])
+    assert [r[:2] for r in two] == [r[:2] for r in one] and len(one) == 6
+    np.testing.assert_allclose([r[2] for r in two], [r[2] for r in one], atol=1e-6)

@@ -18,23 +18,6 @@ def glue_eval(*args: str):
     return CliRunner().invoke(cli, ["glue-eval", "--glue-dir", str(FIXTURES), *args])
 
 
-@pytest.fixture(scope="module")
-def tiny_student_dir(tiny_teacher_dir, tmp_path_factory) -> Path:
-    """A randomly initialised tiny BiLSTM saved through the student API, tokenizer of the teacher."""
-    student = pytest.importorskip("student")
-    if not hasattr(student, "SentenceStudent"):
-        pytest.skip("the student API (stage two) is not in this checkout yet")
-    from student import SentenceStudent, StudentConfig, StudentEncoder
-    from student.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(tiny_teacher_dir)
-    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(), output_dim=16, embed_dim=16,
-                           hidden=16, max_length=32)
-    directory = tmp_path_factory.mktemp("tiny_student")
-    SentenceStudent(StudentEncoder(config), tokenizer, config).save(directory)
-    return directory
-
-
 def test_teacher_end_to_end_with_submissions(tmp_path, tiny_teacher_dir):
     out = tmp_path / "out"
     result = glue_eval("--tasks", "SST-2,STS-B", "--tasks", "mnli", "--system", "teacher",
