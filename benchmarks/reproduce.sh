@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The evidence run: encode every Wikipedia-derived corpus in ../shared/data/corpus once, train two
 # students from that one shard directory, fine-tune and score teacher / scratch / kd / student /
-# student+kd on the GLUE tasks that have train and dev sets, then measure speed and size.
+# student+kd on the GLUE tasks that have train and dev sets, measure speed and size, train the
+# ablation of benchmarks/ablation.toml and collect everything into benchmarks/results/.
 # Resumable: rerun the same command after a crash and finished steps are skipped.
 #
 #   bash benchmarks/reproduce.sh                       # the full run (hours on 2 CPU cores)
-#   LIMIT=300 MAX_TRAIN=64 SEEDS=1 EPOCHS=1 TASKS=RTE RUN=/tmp/smoke bash benchmarks/reproduce.sh   # smoke test
+#   LIMIT=300 MAX_TRAIN=64 SEEDS=1 EPOCHS=1 TASKS=RTE ABLATION_STEPS=5 RUN=/tmp/smoke \
+#       RESULTS=/tmp/smoke/results bash benchmarks/reproduce.sh   # smoke test
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$ROOT/../shared/data}
@@ -54,4 +56,11 @@ done
 # 4. Speed and size of both student sizes, the teacher and a BERT-base-sized model.
 timed speed python "$ROOT/benchmarks/student_speed.py" --shards "$RUN/shards" \
     --sizes 256x1,256x2 | tee "$RUN/speed.txt"
+
+# 5. Ablation: each lever of benchmarks/ablation.toml alone, same step budget, same shards.
+timed ablation "$PIPELINE" train-student --shards "$RUN/shards" --config "$ROOT/benchmarks/ablation.toml" \
+    --variant all --out "$RUN/ablation" --resume --no-progress ${ABLATION_STEPS:+--max-steps "$ABLATION_STEPS"}
+
+# 6. Tables and plots for benchmarks/RESULTS.md.
+python "$ROOT/benchmarks/collect_results.py" --run "$RUN" --out "${RESULTS:-$ROOT/benchmarks/results}"
 echo "done: results under $RUN (stage times in $RUN/stage_seconds.tsv)"

@@ -1,0 +1,179 @@
+"""Collect one `benchmarks/reproduce.sh` run into committed results: tables, plots and raw files.
+
+Reads RUN/glue/<TASK>/ (one glue-eval per task), RUN/students/<variant>/ and RUN/ablation/<name>/,
+RUN/speed.txt and RUN/stage_seconds.tsv; writes into OUT:
+
+- glue/results.json, glue/results.md: all tasks in one table (mean ± std over seeds), built from
+  the per-task runs.jsonl with glue-eval's own summary code; glue/<TASK>/ the raw per-task files;
+- glue_bars.png: the GLUE table as a bar chart with the seeds' spread;
+- sra_curves.png: training loss and held-out cosine of each student variant;
+- ablation.md: each lever's held-out agreement with the teacher at the same step budget;
+- speed.txt, stage_seconds.tsv, students/<variant>/ (metrics.jsonl, training_summary.json).
+
+    python benchmarks/collect_results.py --run runs/reproduce --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation.report import summarize, write_results  # noqa: E402
+
+
+def short_label(system: str) -> str:
+    """``student:/abs/students/small+kd`` -> ``student:small+kd``; ``kd:/abs/small`` -> ``kd``."""
+    kind, _, rest = system.partition(":")
+    if not rest:
+        return system
+    kd = rest.endswith("+kd")
+    name = Path(rest.removesuffix("+kd")).name
+    if kind in ("scratch", "kd"):
+        return kind
+    return f"{kind}:{name}{'+kd' if kd else ''}"
+
+
+def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
+    runs, systems, tasks, configs = [], [], [], {}
+    for task_dir in sorted((run / "glue").glob("*/")):
+        results = task_dir / "results.json"
+        if not results.is_file():
+            continue
+        data = json.loads(results.read_text())
+        configs[task_dir.name] = data["config"]
+        tasks += data["tasks"]
+        for system in data["systems"]:
+            if short_label(system) not in systems:
+                systems.append(short_label(system))
+        for line in (task_dir / "runs.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            runs.append({**record, "system": short_label(record["system"])})
+        raw = out / "glue" / task_dir.name
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in ("results.json", "results.md", "runs.jsonl"):
+            shutil.copy(task_dir / name, raw / name)
+    if not runs:
+        return {}, []
+    order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
+             if t in tasks]
+    summary = summarize(runs, systems, order)
+    first = next(iter(configs.values()))
+    write_results(out / "glue", summary, order, {}, {
+        "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"),
+        "per_task_config": configs})
+    return summary, order
+
+
+def plot_glue(summary: dict, tasks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = [*tasks, "average"]
+    systems = list(summary)
+    width = 0.8 / len(systems)
+    fig, axis = plt.subplots(figsize=(12, 4.5))
+    for k, system in enumerate(systems):
+        cells = [summary[system]["tasks"].get(t, {}).get("score") for t in tasks]
+        cells.append(summary[system]["average"])
+        means = [c["mean"] if c else np.nan for c in cells]
+        stds = [c["std"] if c else 0.0 for c in cells]
+        x = np.arange(len(columns)) + (k - (len(systems) - 1) / 2) * width
+        axis.bar(x, means, width, yerr=stds, capsize=2, label=system)
+    axis.set_xticks(np.arange(len(columns)), columns)
+    axis.set(ylabel="dev score × 100 (mean ± std over seeds)",
+             title="GLUE dev: teacher, baselines and SRA students")
+    axis.legend(fontsize=8, ncols=2)
+    axis.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_sra_curves(students: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, records in students.items():
+        train = [r for r in records if r.get("kind") == "train"]
+        evals = [r for r in records if r.get("kind") == "eval"]
+        left.plot([r["step"] for r in train], [r["loss"] for r in train], label=name, lw=0.8)
+        right.plot([r["step"] for r in evals], [r["val_cosine"] for r in evals], marker="o",
+                   ms=3, label=f"{name}: cosine")
+        right.plot([r["step"] for r in evals], [r["val_spearman"] for r in evals], ls="--",
+                   label=f"{name}: Spearman")
+    left.set(xlabel="step (64 sentences)", ylabel="training loss (MSE)", yscale="log")
+    right.axhline(0.90, color="grey", lw=0.8, ls=":", label="cosine target 0.90")
+    right.set(xlabel="step (64 sentences)", ylabel="held-out agreement with the teacher")
+    for axis in (left, right):
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    fig.suptitle("SRA: student vs teacher (all-MiniLM-L6-v2) on 1,000 held-out sentences")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ablation_table(run: Path) -> str:
+    lines = ["| variant | held-out cosine | held-out Spearman | MSE | training sent/s |",
+             "|---|---|---|---|---|"]
+    paths = sorted((run / "ablation").glob("*/training_summary.json"),
+                   key=lambda p: (p.parent.name != "default", p.parent.name))
+    for path in paths:
+        final = json.loads(path.read_text())["final"]
+        rates = [r["sent_per_s"] for r in read_jsonl(path.parent / "metrics.jsonl")
+                 if r.get("kind") == "train"]
+        rate = f"{sum(rates) / len(rates):.0f}" if rates else "–"
+        lines.append(f"| {path.parent.name} | {final['val_cosine']:.4f} | "
+                     f"{final['val_spearman']:.4f} | {final['val_mse']:.6f} | {rate} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary, tasks = collect_glue(args.run, args.out)
+    if summary:
+        plot_glue(summary, tasks, args.out / "glue_bars.png")
+        print((args.out / "glue" / "results.md").read_text())
+    students = {}
+    for directory in sorted((args.run / "students").glob("*/metrics.jsonl")):
+        name = directory.parent.name
+        students[name] = read_jsonl(directory)
+        keep = args.out / "students" / name
+        keep.mkdir(parents=True, exist_ok=True)
+        for file in ("metrics.jsonl", "training_summary.json", "config.json"):
+            if (directory.parent / file).is_file():
+                shutil.copy(directory.parent / file, keep / file)
+    if students:
+        plot_sra_curves(students, args.out / "sra_curves.png")
+    if (args.run / "ablation").is_dir():
+        table = ablation_table(args.run)
+        (args.out / "ablation.md").write_text(table)
+        print(table)
+    for name in ("speed.txt", "stage_seconds.tsv"):
+        if (args.run / name).is_file():
+            shutil.copy(args.run / name, args.out / name)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
