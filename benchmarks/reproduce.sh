@@ -31,7 +31,9 @@ timed() {  # timed NAME COMMAND...: run it and append its wall time to stage_sec
 }
 
 # 1. One encoding of all corpora (WikiQA has a `Sentence` header; WikiSplit's TSV has none).
-timed encode "$PIPELINE" encode --out "$RUN/shards" --quiet --text-column Sentence,0 \
+#    A finished encoding is kept even if the corpus files were touched since (encode itself would
+#    refuse a changed mtime); delete $RUN/shards to encode again.
+[ -f "$RUN/shards/manifest.json" ] || timed encode "$PIPELINE" encode --out "$RUN/shards" --quiet --text-column Sentence,0 \
     --corpus "$DATA/corpus/wikitext-2-raw" --corpus "$DATA/corpus/gensim-enwiki-sample" \
     --corpus "$DATA/corpus/wikisplit" --corpus "$DATA/corpus/wikiqa" ${LIMIT:+--limit "$LIMIT"}
 
