@@ -130,17 +130,13 @@ def plot_sra_curves(students: dict[str, list[dict]], path: Path) -> None:
 
 
 def ablation_table(run: Path) -> str:
-    lines = ["| variant | held-out cosine | held-out Spearman | MSE | training sent/s |",
-             "|---|---|---|---|---|"]
+    lines = ["| variant | held-out cosine | held-out Spearman | MSE |", "|---|---|---|---|"]
     paths = sorted((run / "ablation").glob("*/training_summary.json"),
                    key=lambda p: (p.parent.name != "default", p.parent.name))
     for path in paths:
         final = json.loads(path.read_text())["final"]
-        rates = [r["sent_per_s"] for r in read_jsonl(path.parent / "metrics.jsonl")
-                 if r.get("kind") == "train"]
-        rate = f"{sum(rates) / len(rates):.0f}" if rates else "–"
         lines.append(f"| {path.parent.name} | {final['val_cosine']:.4f} | "
-                     f"{final['val_spearman']:.4f} | {final['val_mse']:.6f} | {rate} |")
+                     f"{final['val_spearman']:.4f} | {final['val_mse']:.6f} |")
     return "\n".join(lines) + "\n"
 
 
