@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -36,12 +35,10 @@ from evaluation.report import (
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
 from pipeline.device import resolve_device
-from pipeline.distributed import DistContext, init_distributed
+from pipeline.distributed import LONG_WAIT, DistContext, init_distributed
 from pipeline.errors import UserError
 
 SUBSET_SEED = 0  # one fixed training subset for every system and seed
-# Ranks wait at collectives while rank 0 fine-tunes a teacher or a rank finishes a long run.
-GROUP_TIMEOUT = timedelta(hours=24)
 
 
 @dataclass
@@ -59,7 +56,8 @@ class EvalResult:
 def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalResult:
     """Run the whole evaluation described by ``config``."""
     started = time.perf_counter()
-    ctx = ctx or init_distributed(timeout=GROUP_TIMEOUT)
+    # the others wait while rank 0 fine-tunes a teacher, or for a rank's long last run
+    ctx = ctx or init_distributed(timeout=LONG_WAIT)
     specs = resolve_systems(config.systems)
     if config.zero_shot and "STS-B" not in config.tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "

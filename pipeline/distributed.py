@@ -61,6 +61,10 @@ class DistContext:
         return values
 
 
+# For stages whose ranks wait while rank 0 works alone (reads a whole corpus, fine-tunes a teacher).
+LONG_WAIT = timedelta(hours=24)
+
+
 def init_distributed(timeout: timedelta | None = None) -> DistContext:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU).
 
@@ -71,8 +75,10 @@ def init_distributed(timeout: timedelta | None = None) -> DistContext:
         return DistContext()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        # NCCL serves CUDA tensors only; the small CPU flags and objects of all_ok, broadcast and
+        # gather go through gloo in the same group.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=timeout)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank)

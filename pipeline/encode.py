@@ -43,7 +43,7 @@ from cache_tools.manifest import (
     write_manifest,
 )
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
-from pipeline.distributed import DistContext, init_distributed
+from pipeline.distributed import LONG_WAIT, DistContext, init_distributed
 from pipeline.errors import UserError
 from pipeline.sharded_map import PreparedShard, ShardedMap
 from pipeline.teacher import Teacher
@@ -185,7 +185,7 @@ def run_encode(config: EncodeConfig, ctx: DistContext | None = None) -> EncodeRe
     Under torchrun every rank runs this: rank 0 reads the corpus and writes the manifest, and
     rank r encodes the shards i with ``i % world_size == r``.
     """
-    ctx = ctx or init_distributed()
+    ctx = ctx or init_distributed(timeout=LONG_WAIT)  # the others wait while rank 0 plans
     config.out.mkdir(parents=True, exist_ok=True)
     # The group's rank 0 holds the lock: a second run (or group) on this directory is refused.
     lock = FileLock(str(config.out / LOCK_NAME))

@@ -77,3 +77,18 @@ def test_compute_must_return_one_vector_per_row(tmp_path):
     with pytest.raises(ValueError, match="3 vectors for 4 rows"):
         shards.run(DistContext(), prepare, lambda i, p: compute(i, p)[:3], {})
     assert not any(p.suffix == ".arrow" for p in (tmp_path / "out").iterdir())
+
+
+def test_receipts_of_another_shard_size_are_not_reused(tmp_path):
+    """12 rows in shards of 5 and of 4 share the names ``train-0000i-of-00003``."""
+    texts = TEXTS + ["eleven", "twelve"]
+
+    def prepare12(lo, hi):
+        return PreparedShard(texts[lo:hi], [[101, i, 102] for i in range(lo, hi)])
+
+    fives = ShardedMap(tmp_path / "out", 12, 5, "arrow", "float32")
+    fives.run(DistContext(rank=0, world_size=3), prepare12, compute, {})  # shard 0 only
+    fours = ShardedMap(tmp_path / "out", 12, 4, "arrow", "float32")
+    assert fours.name(0) == fives.name(0) and fours.todo(DistContext()) == [0, 1, 2]
+    fours.run(DistContext(), prepare12, compute, {})
+    np.testing.assert_array_equal(_rows(fours)[0], np.arange(12))
