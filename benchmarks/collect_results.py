@@ -63,6 +63,9 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
     order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
              if t in tasks]
     summary = summarize(runs, systems, order)
+    for result in summary.values():
+        if len(result["tasks"]) < len(order):  # an average over fewer tasks is not comparable
+            result["average"] = None
     first = next(iter(configs.values()))
     write_results(out / "glue", summary, order, {}, {
         "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"),
