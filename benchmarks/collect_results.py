@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.report import summarize, write_results  # noqa: E402
+from evaluation.report import mean_std_cell, summarize, write_results  # noqa: E402
 
 
 def short_label(system: str) -> str:
@@ -70,7 +70,26 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
     write_results(out / "glue", summary, order, {}, {
         "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"),
         "per_task_config": configs})
+    if "WNLI" in order and len(order) > 1:
+        append_average_without_wnli(out / "glue", runs, systems, [t for t in order if t != "WNLI"])
     return summary, order
+
+
+def append_average_without_wnli(directory: Path, runs: list[dict], systems: list[str],
+                                tasks: list[str]) -> None:
+    """WNLI's dev set punishes learning (the majority class scores 56.3; the BERT paper leaves it
+    out), so the average is also given without it, in results.md and results.json."""
+    summary = summarize([r for r in runs if r["task"] in tasks], systems, tasks)
+    averages = {name: result["average"] for name, result in summary.items()
+                if len(result["tasks"]) == len(tasks)}
+    lines = ["", f"Average without WNLI ({', '.join(tasks)}):", "",
+             "| system | average |", "|---|---|"]
+    lines += [f"| {name} | {mean_std_cell(stats)} |" for name, stats in averages.items()]
+    with open(directory / "results.md", "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    results = json.loads((directory / "results.json").read_text())
+    results["average_without_wnli"] = {"tasks": tasks, "systems": averages}
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def plot_glue(summary: dict, tasks: list[str], path: Path) -> None:

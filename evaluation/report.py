@@ -50,7 +50,7 @@ def summarize(runs: list[dict], systems: list[str], tasks: list[str]) -> dict:
     return summary
 
 
-def _cell(stats: dict) -> str:
+def mean_std_cell(stats: dict) -> str:
     """Mean ± std; a single run has no spread to show."""
     if len(stats["values"]) < 2:
         return f"{stats['mean']:.1f}"
@@ -86,9 +86,9 @@ def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds
             cells = [system]
             for task in tasks:
                 stats = result["tasks"].get(task)
-                cells.append(" / ".join(_cell(s) for s in stats["metrics"].values()) if stats
+                cells.append(" / ".join(mean_std_cell(s) for s in stats["metrics"].values()) if stats
                              else "–")
-            cells.append(_cell(result["average"]) if result["average"] else "–")
+            cells.append(mean_std_cell(result["average"]) if result["average"] else "–")
             lines.append("| " + " | ".join(cells) + " |")
     if zero_shot:
         lines += [
