@@ -65,7 +65,8 @@ for task in $TASKS; do
 done
 
 # 4. Speed and size of both student sizes, the teacher and a BERT-base-sized model.
-timed speed python "$ROOT/benchmarks/student_speed.py" --shards "$RUN/shards" \
+#    (kept once measured: delete $RUN/speed.txt to measure again)
+[ -s "$RUN/speed.txt" ] || timed speed python "$ROOT/benchmarks/student_speed.py" --shards "$RUN/shards" \
     --sizes 256x1,256x2 | tee "$RUN/speed.txt"
 
 # 5. Ablation: each lever of benchmarks/ablation.toml alone, same step budget, same shards.
