@@ -109,6 +109,18 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     return path
 
 
+def read_json_object(path: Path, what: str, error: type[Exception]) -> dict:
+    """The JSON object in ``path``; ``error`` names the file when it is not valid JSON or not
+    an object (``what`` says what it should have been, e.g. "a manifest")."""
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: not {what} (a JSON object is expected)")
+    return raw
+
+
 def read_manifest(directory: str | Path) -> Manifest:
     """The manifest of a complete shard directory; ShardError with a clear message otherwise."""
     directory = Path(directory)
@@ -120,12 +132,7 @@ def read_manifest(directory: str | Path) -> Manifest:
             f"{directory}: no {MANIFEST_NAME}; the encode run is incomplete "
             "(rerun the same `pipeline encode` command to finish it)"
         )
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShardError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ShardError(f"{path}: not a manifest (a JSON object is expected)")
+    raw = read_json_object(path, "a manifest", ShardError)
     if raw.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: format version {raw.get('format_version')!r}, this tool reads {FORMAT_VERSION}"

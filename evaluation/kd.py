@@ -74,7 +74,7 @@ def teacher_logits(
     model, failure = None, None
     if ctx.is_main and config.kd_teacher is None:
         try:
-            model, _ = seed0_teacher(config, data, train, device, log)
+            model, _ = seed0_teacher(config, data, train, device, log, source)
         except UserError as exc:
             failure = exc
     if not ctx.all_ok(failure is None):
@@ -128,14 +128,16 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
 
 
 def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-                  log: Callable[[str], None]) -> tuple[TaskModel, FinetuneResult]:
+                  log: Callable[[str], None], source: dict | None = None,
+                  ) -> tuple[TaskModel, FinetuneResult]:
     """The teacher fine-tuned with seed 0, shared by the ``teacher`` row and ``+kd``.
 
     It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
     base teacher, the settings and the data stay the same (the costliest run is done once).
+    ``source`` is ``_base_teacher_source`` when the caller has it already (it loads the teacher).
     """
     task = data.task
-    key = fingerprint(_base_teacher_source(config, data, train))
+    key = fingerprint(source or _base_teacher_source(config, data, train))
     directory = config.out / FINETUNED_DIR / task.name
     meta = finetuned_teacher_meta(directory)
     if meta is not None and meta.get("settings_fingerprint") == key:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cache_tools.manifest import read_json_object
 from pipeline.errors import UserError
 
 POOLINGS = ("max", "mean", "last")
@@ -55,12 +56,7 @@ class StudentConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise UserError(f"{directory}: no {CONFIG_NAME}; not a saved student directory")
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: not a student config (a JSON object is expected)")
+        raw = read_json_object(path, "a student config", UserError)
         fields = dataclasses.fields(cls)
         unknown = sorted(set(raw) - {f.name for f in fields})
         if unknown:
