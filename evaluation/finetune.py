@@ -2,13 +2,17 @@
 
 Model selection looks at the dev set(s) only: after every epoch the model is scored on dev, the
 best epoch's weights are kept, and training stops after ``patience`` epochs without improvement.
-Test sets are only ever predicted with the selected weights (their labels are hidden anyway).
+:func:`finetune_grid` selects the learning rate the same way: one fresh model per rate, the rate
+whose best epoch scores highest on dev wins. Test sets are only ever predicted with the selected
+weights (their labels are hidden anyway).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,6 +114,68 @@ def finetune(
     model.load_state_dict(state)
     result.history = history
     return result
+
+
+@dataclass
+class GridPoint:
+    """One learning-rate setting of a grid and its dev score (the best epoch's)."""
+
+    lr: float  # the head; the whole model when encoder_lr is None
+    encoder_lr: float | None  # the backbone, when it differs
+    score: float
+    best_epoch: int
+
+
+@dataclass
+class GridResult:
+    """The dev-best grid point: its model (holding the best epoch's weights) and result."""
+
+    model: TaskModel
+    result: FinetuneResult
+    lr: float
+    encoder_lr: float | None
+    points: list[GridPoint]  # every grid point, in grid order
+
+
+def finetune_grid(
+    build_model: Callable[[], TaskModel],
+    task: GlueTask,
+    train: Encoded,
+    dev: dict[str, Encoded],
+    settings: TrainSettings,
+    rates: Sequence[float],
+    device: torch.device,
+    encoder_rates: Sequence[float | None] | None = None,
+    log: Callable[[dict], None] = lambda record: None,
+) -> GridResult:
+    """Fine-tune one fresh model per learning-rate setting; keep the one best on dev.
+
+    The grid is ``rates x encoder_rates``. A rate sets ``settings.lr`` (the head, and the whole
+    model when the encoder rate is None: the BiLSTM students); an encoder rate sets
+    ``settings.encoder_lr`` (a pretrained transformer's discriminative rate). Without
+    ``encoder_rates`` every point keeps ``settings.encoder_lr``. Every point calls
+    ``build_model()`` afresh and trains with the same ``settings.seed``, so the points differ in
+    their rate only. Selection uses the dev score of each point's best epoch
+    (:func:`finetune`); a tie goes to the earlier point. Test data plays no part. ``log`` gets
+    every epoch record with ``lr`` and ``encoder_lr`` added. Only the best model is kept in
+    memory.
+    """
+    if not rates:
+        raise ValueError("finetune_grid needs at least one learning rate")
+    encoder_grid = list(encoder_rates) if encoder_rates else [settings.encoder_lr]
+    best: GridResult | None = None
+    points: list[GridPoint] = []
+    for lr, encoder_lr in itertools.product(rates, encoder_grid):
+        point_settings = dataclasses.replace(settings, lr=float(lr), encoder_lr=encoder_lr)
+        model = build_model()
+        result = finetune(model, task, train, dev, point_settings, device,
+                          log=lambda record, lr=lr, encoder_lr=encoder_lr:
+                          log({"lr": lr, "encoder_lr": encoder_lr, **record}))
+        points.append(GridPoint(float(lr), encoder_lr, result.score, result.best_epoch))
+        if best is None or result.score > best.result.score:
+            best = GridResult(model, result, float(lr), encoder_lr, points)
+        del model
+    return best
 
 
 def _optimizer(model: TaskModel, settings: TrainSettings, steps: int):

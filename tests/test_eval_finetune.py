@@ -26,7 +26,9 @@ from evaluation.finetune import (
     FinetuneResult,
     TrainSettings,
     encode_split,
+    evaluate,
     finetune,
+    finetune_grid,
     predict,
     task_loss,
 )
@@ -104,6 +106,41 @@ def test_finetune_learns_and_restores_best_epoch():
     outputs = predict(model, dev[""], 8, CPU)
     assert outputs.shape == (32, 2)
     assert (outputs.argmax(1) == dev[""].labels).mean() == 1.0
+
+
+def test_grid_keeps_the_dev_best_rate_and_records_every_point():
+    task = TASKS["SST-2"]
+    builder = stand_in_model(task)
+    train = encode_split(builder.backbone, sentiment_split(64, 0))
+    dev = {"": encode_split(builder.backbone, sentiment_split(32, 1))}
+    records, built = [], []
+
+    def build():
+        built.append(stand_in_model(task))  # same seed: the points differ in their rate only
+        return built[-1]
+
+    settings = TrainSettings(epochs=4, batch_size=8, patience=4, seed=3)
+    grid = finetune_grid(build, task, train, dev, settings, [1e-12, 0.05, 1e-11], CPU,
+                         log=records.append)
+    assert len(built) == 3 and grid.model is built[1]
+    assert grid.lr == 0.05 and grid.encoder_lr is None
+    assert [p.lr for p in grid.points] == [1e-12, 0.05, 1e-11]
+    assert grid.result.score == max(p.score for p in grid.points) > grid.points[0].score
+    assert {r["lr"] for r in records} == {1e-12, 0.05, 1e-11}
+    # the kept model holds the chosen point's best weights
+    assert evaluate(grid.model, task, dev, 8, CPU)["acc"] == grid.result.dev_metrics["acc"]
+    assert settings.lr == TrainSettings().lr  # the caller's settings are not touched
+
+
+def test_grid_crosses_encoder_rates_and_ties_go_to_the_first_point():
+    task = TASKS["SST-2"]
+    data = encode_split(stand_in_model(task).backbone, sentiment_split(16, 0))
+    # every rate too small to change anything: equal scores, the first point wins
+    grid = finetune_grid(lambda: stand_in_model(task), task, data, {"": data},
+                         TrainSettings(epochs=1), [1e-12, 2e-12], CPU, encoder_rates=[3e-12, 4e-12])
+    assert [(p.lr, p.encoder_lr) for p in grid.points] == [
+        (1e-12, 3e-12), (1e-12, 4e-12), (2e-12, 3e-12), (2e-12, 4e-12)]
+    assert (grid.lr, grid.encoder_lr) == (1e-12, 3e-12)
 
 
 def test_early_stopping_uses_patience():
