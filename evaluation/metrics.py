@@ -40,6 +40,7 @@ METRICS = {
     "mcc": lambda y, p: float(matthews_corrcoef(y, p)),
     "acc": lambda y, p: float(accuracy_score(y, p)),
     "f1": lambda y, p: float(f1_score(y, p, pos_label=1, zero_division=0)),
+    "macro_f1": lambda y, p: float(f1_score(y, p, average="macro", zero_division=0)),
     "pearson": lambda y, p: _correlation(pearsonr(y, p).statistic) if np.ptp(p) else 0.0,
     "spearman": lambda y, p: _correlation(spearmanr(y, p).statistic) if np.ptp(p) else 0.0,
 }
@@ -56,8 +57,13 @@ def split_metrics(task: GlueTask, labels: np.ndarray, predictions: np.ndarray,
     tail = f"_{suffix}" if suffix else ""
     return {
         f"{name}{tail}": 100.0 * METRICS[name](labels, predictions)
-        for name in TASK_METRICS[task.name]
+        for name in metric_names(task)
     }
+
+
+def metric_names(task: GlueTask) -> tuple[str, ...]:
+    """A GLUE task's metrics, or the ones a user's task was given by its type."""
+    return task.metrics or TASK_METRICS[task.name]
 
 
 def task_score(metrics: dict[str, float]) -> float:
