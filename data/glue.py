@@ -49,6 +49,9 @@ class GlueTask:
     test_files: dict[str, str] = field(default_factory=dict)
     # QQP's train file has a few malformed rows; the reference readers skip them too
     skip_malformed: bool = False
+    # metric names (evaluation.metrics.METRICS) of a task that is not GLUE's (a user's own data);
+    # empty: the GLUE task's own metrics
+    metrics: tuple[str, ...] = ()
 
     @property
     def pair(self) -> bool:
