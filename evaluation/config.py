@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,13 +11,35 @@ from data.glue import TASKS, available_tasks, check_task_files, task_by_name
 from evaluation.finetune import TrainSettings
 from pipeline.errors import UserError
 
+# Learning rates tried per system and task, the dev-best kept (BERT's paper: a small grid).
+LR_GRID = (1e-3, 3e-4, 1e-4)  # heads, and the whole model for the BiLSTM and static systems
+TEACHER_LR_GRID = (1e-4, 3e-5)  # the teacher's transformer (its head: teacher_head_lr)
+
+
+def parse_rates(text: str | Sequence[float], option: str) -> list[float]:
+    """``"1e-3,3e-4"`` -> [0.001, 0.0003]; a UserError for a non-number, <= 0 or an empty list."""
+    items = [t.strip() for t in text.split(",") if t.strip()] if isinstance(text, str) else list(text)
+    rates = []
+    for item in items:
+        try:
+            rate = float(item)
+        except ValueError:
+            raise UserError(f"{option} {text!r}: {item!r} is not a number") from None
+        if not (math.isfinite(rate) and rate > 0):
+            raise UserError(f"{option} {text!r}: every rate must be a positive number, got {item!r}")
+        rates.append(rate)
+    if not rates:
+        raise UserError(f"{option}: give at least one learning rate")
+    return list(dict.fromkeys(rates))  # no point trained twice
+
 
 @dataclass
 class EvalConfig:
     """One GLUE evaluation run: which systems, which tasks, how to train and what to write."""
 
-    out: Path
-    systems: list[str]
+    out: Path = Path("glue_results")
+    systems: list[str] = field(default_factory=list)  # empty: the students found + the baselines
+    students_dir: Path = Path("students")  # where a bare run looks for students (train-student's)
     tasks: list[str] = field(default_factory=list)  # empty: every task found in glue_dir
     glue_dir: Path | None = None  # None: read nyu-mll/glue from the Hugging Face hub
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
@@ -26,12 +50,15 @@ class EvalConfig:
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
     epochs: int = 4
     batch_size: int = 32
-    lr: float = 1e-3
-    teacher_lr: float = 3e-5
+    lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
+    teacher_lr_grid: list[float] = field(default_factory=lambda: list(TEACHER_LR_GRID))
+    teacher_head_lr: float = 1e-3
     patience: int = 2
     head_hidden: int = 256
     dropout: float = 0.1
-    max_train_samples: int | None = None
+    max_train_samples: int | None = None  # every system's cap (the teacher's too, unless below)
+    teacher_max_train_samples: int | None = None  # the teacher row's own cap
+    probe: bool = False  # frozen vectors + logistic regression instead of fine-tuning
     predict_test: bool = False
     zero_shot: bool = False  # only the STS-B zero-shot check, no fine-tuning
     device: str | None = None
@@ -41,8 +68,13 @@ class EvalConfig:
         self.out = Path(self.out)
         self.glue_dir = None if self.glue_dir is None else Path(self.glue_dir)
         self.kd_teacher = None if self.kd_teacher is None else Path(self.kd_teacher)
+        self.students_dir = Path(self.students_dir)
+        self.lr_grid = parse_rates(self.lr_grid, "--lr-grid")
+        self.teacher_lr_grid = parse_rates(self.teacher_lr_grid, "--teacher-lr-grid")
         if not self.systems:
-            raise UserError("give at least one --system (student:DIR, scratch, kd, teacher...)")
+            from evaluation.systems import default_systems
+
+            self.systems = default_systems(self.students_dir)
         if self.glue_dir is not None and not self.glue_dir.is_dir():
             raise UserError(f"--glue-dir {self.glue_dir}: no such directory")
         if self.kd_teacher is not None and not self.kd_teacher.is_dir():
@@ -55,10 +87,11 @@ class EvalConfig:
                      "head_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise UserError("--max-train-samples must be positive")
-        if self.lr <= 0 or self.teacher_lr <= 0:
-            raise UserError("--lr and --teacher-lr must be positive")
+        for name in ("max_train_samples", "teacher_max_train_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if not (math.isfinite(self.teacher_head_lr) and self.teacher_head_lr > 0):
+            raise UserError("--teacher-head-lr must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         self.tasks = self._resolve_tasks()
@@ -82,14 +115,27 @@ class EvalConfig:
         # GLUE order, no duplicates
         return [name for name in TASKS if name in names]
 
+    @property
+    def teacher_cap(self) -> int | None:
+        """The teacher row's training-set cap."""
+        return self.teacher_max_train_samples or self.max_train_samples
+
     def train_settings(self, teacher: bool, seed: int) -> TrainSettings:
-        """The optimisation settings for one run: the teacher's encoder gets ``teacher_lr``."""
+        """One run's settings before the grid sets its rates (the teacher's head rate is fixed)."""
         return TrainSettings(
             epochs=self.epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
-            encoder_lr=self.teacher_lr if teacher else None,
+            lr=self.teacher_head_lr if teacher else self.lr_grid[0],
+            encoder_lr=self.teacher_lr_grid[0] if teacher else None,
             patience=self.patience,
             kd_alpha=self.kd_alpha,
             seed=seed,
         )
+
+    def grid(self, teacher: bool) -> tuple[list[float], list[float] | None]:
+        """``finetune_grid``'s (rates, encoder_rates): the teacher's grid is over its
+        transformer's rate with the head at ``teacher_head_lr``; every other system trains as a
+        whole at each rate of ``lr_grid``."""
+        if teacher:
+            return [self.teacher_head_lr], list(self.teacher_lr_grid)
+        return list(self.lr_grid), None

@@ -124,6 +124,7 @@ class GridPoint:
     encoder_lr: float | None  # the backbone, when it differs
     score: float
     best_epoch: int
+    seconds: float  # the point's training and dev scoring
 
 
 @dataclass
@@ -135,6 +136,28 @@ class GridResult:
     lr: float
     encoder_lr: float | None
     points: list[GridPoint]  # every grid point, in grid order
+
+    def rates(self) -> dict:
+        """What a results record keeps: the chosen rates and every point's dev score."""
+        return {"lr": self.lr, "encoder_lr": self.encoder_lr,
+                "lr_grid": [dataclasses.asdict(point) for point in self.points]}
+
+
+class FreshModels:
+    """``build_model`` for :func:`finetune_grid` whose first model is built now, so the caller
+    can tokenize with its backbone; later calls build afresh. ``build_model`` must seed itself,
+    so that the first model equals a fresh one."""
+
+    def __init__(self, build_model: Callable[[], TaskModel]):
+        self.build_model = build_model
+        self.first: TaskModel = build_model()
+        self._unused = True
+
+    def __call__(self) -> TaskModel:
+        if self._unused:
+            self._unused = False
+            return self.first
+        return self.build_model()
 
 
 def finetune_grid(
@@ -171,7 +194,8 @@ def finetune_grid(
         result = finetune(model, task, train, dev, point_settings, device,
                           log=lambda record, lr=lr, encoder_lr=encoder_lr:
                           log({"lr": lr, "encoder_lr": encoder_lr, **record}))
-        points.append(GridPoint(float(lr), encoder_lr, result.score, result.best_epoch))
+        seconds = round(sum(record["seconds"] for record in result.history), 2)
+        points.append(GridPoint(float(lr), encoder_lr, result.score, result.best_epoch, seconds))
         if best is None or result.score > best.result.score:
             best = GridResult(model, result, float(lr), encoder_lr, points)
         del model

@@ -22,7 +22,7 @@ from cache_tools.manifest import Manifest, fingerprint, sha256_file, write_manif
 from cache_tools.reader import ShardDirectory
 from data.glue import GlueSplit, TaskData
 from evaluation.config import EvalConfig
-from evaluation.finetune import FinetuneResult, encode_split, finetune, predict
+from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
 from evaluation.heads import TaskModel
 from evaluation.report import append_jsonl, run_log_path
 from evaluation.systems import (
@@ -51,13 +51,17 @@ def split_fingerprint(split: GlueSplit) -> str:
 def teacher_logits(
     config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
     log: Callable[[str], None], ctx: DistContext | None = None,
+    teacher_train: GlueSplit | None = None,
 ) -> np.ndarray:
     """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible.
 
-    They are computed through stage one's sharded map: under torchrun rank 0 fine-tunes the
-    teacher (once) while the others wait, then every rank predicts its own shards of ``train``.
+    The teacher is fine-tuned on ``teacher_train`` (default: ``train``; smaller under
+    ``--teacher-max-train-samples``). The logits are computed through stage one's sharded map:
+    under torchrun rank 0 fine-tunes the teacher (once) while the others wait, then every rank
+    predicts its own shards of ``train``.
     """
     ctx = ctx or DistContext()
+    teacher_train = train if teacher_train is None else teacher_train
     task = data.task
     if config.kd_teacher is not None:
         directory = _given_teacher_dir(config.kd_teacher, task.name)
@@ -65,7 +69,7 @@ def teacher_logits(
             f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
     else:
         directory = config.out / FINETUNED_DIR / task.name
-        source = _base_teacher_source(config, data, train)
+        source = _base_teacher_source(config, data, teacher_train)
     key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
     cache = config.out / CACHE_DIR / f"{task.name}-{key}"
     if (cache / MANIFEST_NAME).is_file():
@@ -74,7 +78,7 @@ def teacher_logits(
     model, failure = None, None
     if ctx.is_main and config.kd_teacher is None:
         try:
-            model, _ = seed0_teacher(config, data, train, device, log, source)
+            model, _, _ = seed0_teacher(config, data, teacher_train, device, log, source)
         except UserError as exc:
             failure = exc
     if not ctx.all_ok(failure is None):
@@ -110,7 +114,8 @@ def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -
     base = Teacher(config.teacher, device="cpu")
     # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
     settings = {k: v for k, v in vars(config.train_settings(teacher=True, seed=TEACHER_SEED)).items()
-                if k != "kd_alpha"}
+                if k not in ("kd_alpha", "lr", "encoder_lr")}
+    settings["grid"] = config.grid(teacher=True)
     return {"base": base.name, "fingerprint": base.fingerprint(), "settings": settings,
             "head_hidden": config.head_hidden, "dropout": config.dropout,
             "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
@@ -129,8 +134,10 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
 
 def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
                   log: Callable[[str], None], source: dict | None = None,
-                  ) -> tuple[TaskModel, FinetuneResult]:
-    """The teacher fine-tuned with seed 0, shared by the ``teacher`` row and ``+kd``.
+                  ) -> tuple[TaskModel, FinetuneResult, dict]:
+    """The teacher fine-tuned with seed 0 (its rate chosen on dev over the teacher's grid),
+    shared by the ``teacher`` row and ``+kd``; returns the model, its result and its rates
+    (:meth:`GridResult.rates`).
 
     It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
     base teacher, the settings and the data stay the same (the costliest run is done once).
@@ -140,19 +147,22 @@ def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: 
     key = fingerprint(source or _base_teacher_source(config, data, train))
     directory = config.out / FINETUNED_DIR / task.name
     meta = finetuned_teacher_meta(directory)
-    if meta is not None and meta.get("settings_fingerprint") == key:
+    if meta is not None and meta.get("settings_fingerprint") == key and meta.get("rates"):
         log(f"{task.name}: fine-tuned teacher (seed {TEACHER_SEED}) from {directory}")
-        return load_finetuned_teacher(directory, task, config), FinetuneResult(**meta["result"])
+        return (load_finetuned_teacher(directory, task, config), FinetuneResult(**meta["result"]),
+                meta["rates"])
     log(f"{task.name}: fine-tuning the teacher (seed {TEACHER_SEED})")
-    model = build_model(TEACHER, task, config, TEACHER_SEED)
-    dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
-    settings = config.train_settings(teacher=True, seed=TEACHER_SEED)
+    build = FreshModels(lambda: build_model(TEACHER, task, config, TEACHER_SEED))
+    tokenizer = build.first.backbone
+    dev = {suffix: encode_split(tokenizer, split) for suffix, split in data.dev.items()}
     log_path = run_log_path(config.out, TEACHER.slug, task.name, TEACHER_SEED)
     log_path.unlink(missing_ok=True)
-    result = finetune(model, task, encode_split(model.backbone, train), dev, settings, device,
-                      log=lambda record: append_jsonl(log_path, record))
-    save_finetuned_teacher(model, task, directory, key, result)
-    return model, result
+    rates, encoder_rates = config.grid(teacher=True)
+    grid = finetune_grid(build, task, encode_split(tokenizer, train), dev,
+                         config.train_settings(teacher=True, seed=TEACHER_SEED), rates, device,
+                         encoder_rates, log=lambda record: append_jsonl(log_path, record))
+    save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates())
+    return grid.model, grid.result, grid.rates()
 
 
 def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, dim: int,

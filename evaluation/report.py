@@ -13,6 +13,9 @@ from data.glue import GlueSplit, GlueTask
 from evaluation.metrics import TASK_METRICS, glue_average, predictions_from_outputs
 
 METRIC_NAMES = {"mcc": "MCC", "acc": "acc", "f1": "F1", "pearson": "P", "spearman": "S"}
+RESULTS_NAME = "results"  # fine-tuning: results.json / results.md
+PROBE_NAME = "probe"  # --probe: probe.json / probe.md, beside a fine-tuning run's results
+CHOSEN_KEYS = ("lr", "encoder_lr", "probe_c")  # what is selected on dev per run
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -41,7 +44,11 @@ def summarize(runs: list[dict], systems: list[str], tasks: list[str]) -> dict:
                             for k in records[0]["metrics"]},
                 "score": mean_std([r["score"] for r in records]),
                 "best_epoch": [r["best_epoch"] for r in records],
+                # per seed: the learning rates (or the probe's C) chosen on dev
+                "chosen": {k: [r[k] for r in records] for k in CHOSEN_KEYS if k in records[0]},
             }
+            if "train_rows" in records[0]:
+                per_task[task]["train_rows"] = records[0]["train_rows"]
         averages = [
             glue_average({r["task"]: r["score"] for r in mine if r["seed"] == seed})
             for seed in seeds
@@ -65,19 +72,24 @@ def task_header(task: str) -> str:
 
 
 def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds: int,
-             teacher_seeds: int | None = None) -> str:
-    """The results table (rows: systems; columns: tasks and the GLUE average)."""
+             teacher_seeds: int | None = None, config: dict | None = None,
+             rows: dict[str, dict] | None = None, speeds: dict[str, float] | None = None) -> str:
+    """The results table (rows: systems; columns: tasks and the GLUE average), what produced it
+    (the protocol, the training-set caps, the rates chosen on dev) and the systems' speed."""
+    config = config or {}
+    probe = bool(config.get("probe"))
     lines = []
     if summary:
         header = ["system", *(task_header(t) for t in tasks), "GLUE avg"]
         teacher_note = ("" if teacher_seeds in (None, seeds) or "teacher" not in summary
                         else f" (the teacher: {teacher_seeds})")
+        runs = "one probe per system" if probe else f"mean ± std over {seeds} seed(s){teacher_note}"
         lines += [
-            f"GLUE dev results, mean ± std over {seeds} seed(s){teacher_note}; scores × 100. Tasks with two "
-            "metrics show both; the average is over the tasks in this table (each task's score "
-            "is the mean of its metrics; MNLI m and mm count as one task). Each run's epoch is "
-            "picked on the same dev set (GLUE test labels are hidden), the usual GLUE-dev "
-            "practice, which flatters every row alike.",
+            f"{'Frozen probe' if probe else 'Fine-tuned'}: GLUE dev results, {runs}; scores × 100. "
+            "Tasks with two metrics show both; the average is over the tasks in this table (each "
+            "task's score is the mean of its metrics; MNLI m and mm count as one task).",
+            "",
+            protocol(config, probe),
             "",
             "| " + " | ".join(header) + " |",
             "|" + "---|" * len(header),
@@ -90,6 +102,21 @@ def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds
                              else "–")
             cells.append(mean_std_cell(result["average"]) if result["average"] else "–")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += chosen_table(summary, tasks, probe)
+    if rows:
+        lines += ["", "Training rows per task (a fixed random subset where capped): " + "; ".join(
+            rows_note(task, counts, config) for task, counts in rows.items()) + "."]
+    if speeds:
+        lines += [
+            "",
+            "Speed: sentences/s of each encoder (tokenization + forward pass, no head) on the CPU, "
+            f"batches of 64, over {config.get('speed_sentences', 'the same')} dev sentences of "
+            f"{tasks[0] if tasks else 'the first task'} (a shared CPU makes these rough).",
+            "",
+            "| system | sentences/s |",
+            "|---|---|",
+            *(f"| {name} | {value:,.0f} |" for name, value in speeds.items()),
+        ]
     if zero_shot:
         lines += [
             "",
@@ -102,10 +129,80 @@ def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds
     return "\n".join(lines) + "\n"
 
 
+def protocol(config: dict, probe: bool) -> str:
+    """How the numbers were produced, for the caption."""
+    if probe:
+        return ("Protocol: every encoder is frozen (students and teacher as trained, scratch and "
+                "embeddings randomly initialised around their vectors, model2vec as distilled); its "
+                "sentence vectors u (pairs: [u; v; |u-v|; u*v]) are standardised and fed to "
+                "scikit-learn's logistic regression (ridge regression for STS-B), whose "
+                f"regularisation C (ridge: 1/C) is chosen on dev from {config.get('probe_c_grid')}. "
+                "Choosing on the dev set that is reported flatters every row alike (GLUE test "
+                "labels are hidden).")
+    grid = ", ".join(f"{r:g}" for r in config.get("lr_grid") or [])
+    teacher_grid = ", ".join(f"{r:g}" for r in config.get("teacher_lr_grid") or [])
+    text = ("Protocol: each system (encoder + MLP head) is fine-tuned once per learning rate, a fresh "
+            "model with the same seed each time; the rate whose best epoch scores highest on dev is "
+            "kept and that epoch's score reported (the rates chosen are listed below). ")
+    if grid:
+        text += (f"Rates: {grid} for the whole model (students, scratch, embeddings, model2vec)"
+                 + (f"; the teacher's transformer {teacher_grid} with its head at "
+                    f"{config.get('teacher_head_lr', 0):g}" if teacher_grid else "") + ". ")
+    return text + ("Selecting epoch and rate on the dev set that is reported is the usual GLUE-dev "
+                   "practice (test labels are hidden); it flatters every row alike.")
+
+
+def _rate(value) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
+def chosen_table(summary: dict, tasks: list[str], probe: bool) -> list[str]:
+    """Per system and task, what dev selected (per seed): learning rates, or the probe's C."""
+    def cell(stats: dict | None) -> str:
+        if not stats or not stats.get("chosen"):
+            return "–"
+        chosen = stats["chosen"]
+        if probe:
+            return ", ".join(_rate(c) for c in chosen.get("probe_c", []))
+        parts = []
+        for lr, encoder_lr in zip(chosen.get("lr", []), chosen.get("encoder_lr", []), strict=False):
+            parts.append(_rate(lr) if encoder_lr is None else f"{_rate(encoder_lr)} (head {_rate(lr)})")
+        return ", ".join(parts)
+
+    cells = {system: [cell(result["tasks"].get(t)) for t in tasks] for system, result in summary.items()}
+    if all(c == "–" for row in cells.values() for c in row):
+        return []
+    title = ("Probe regularisation C chosen on dev (per system and task)" if probe else
+             "Learning rates chosen on dev, per seed (the teacher: its transformer's rate, then its "
+             "head's)")
+    return ["", title + ":", "", "| system | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1),
+            *(f"| {system} | " + " | ".join(row) + " |" for system, row in cells.items())]
+
+
+def rows_note(task: str, counts: dict, config: dict) -> str:
+    """``RTE 200 of 2,490 (--max-train-samples 200); the teacher 100 (--teacher-max-train-samples
+    100)``."""
+    cap = config.get("max_train_samples")
+    note = f"{task} {counts['systems']:,} of {counts['available']:,}"
+    if cap is not None:
+        note += f" (--max-train-samples {cap})"
+    if counts["teacher"] != counts["systems"] or config.get("teacher_max_train_samples"):
+        teacher_cap = config.get("teacher_max_train_samples") or cap
+        note += f", the teacher {counts['teacher']:,}" + (
+            f" (--teacher-max-train-samples {teacher_cap})" if teacher_cap is not None else "")
+    return note
+
+
 def write_results(out: Path, summary: dict, tasks: list[str], zero_shot: dict[str, float],
-                  config: dict) -> None:
+                  config: dict, rows: dict[str, dict] | None = None,
+                  speeds: dict[str, float] | None = None, name: str = RESULTS_NAME) -> None:
+    """``NAME.json`` and ``NAME.md``: the summary, the protocol, every cap (``rows``: per task the
+    rows available, the systems' and the teacher's) and every chosen rate, the speeds."""
     seeds = int(config["seeds"])
-    atomic_write_json(out / "results.json", {
+    probe = bool(config.get("probe"))
+    atomic_write_json(out / f"{name}.json", {
+        "mode": "frozen probe" if probe else "fine-tuned",
+        "protocol": protocol(config, probe),
         "scale": "0-100",
         "split": "dev (GLUE test labels are hidden; test predictions go to submissions/)",
         "average": "unweighted mean of per-task scores over the tasks evaluated; a task's score "
@@ -114,10 +211,15 @@ def write_results(out: Path, summary: dict, tasks: list[str], zero_shot: dict[st
         "tasks": tasks,
         "systems": summary,
         "zero_shot_stsb_spearman": zero_shot,
+        "train_rows": rows or {},
+        "caps": {"max_train_samples": config.get("max_train_samples"),
+                 "teacher_max_train_samples": config.get("teacher_max_train_samples")},
+        "speed_sentences_per_s": speeds or {},
         "config": config,
     })
-    table = markdown(summary, tasks, zero_shot, seeds, config.get("teacher_seeds"))
-    atomic_write_bytes(out / "results.md", table.encode())
+    table = markdown(summary, tasks, zero_shot, seeds, config.get("teacher_seeds"), config, rows,
+                     speeds)
+    atomic_write_bytes(out / f"{name}.md", table.encode())
 
 
 def write_submission(directory: Path, task: GlueTask, stem: str, split: GlueSplit,

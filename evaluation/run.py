@@ -1,9 +1,12 @@
 """Stage three: fine-tune and score every system on every task, then write the results.
 
-For each task: read it, take the training subset, run the STS-B zero-shot check, compute the
-teacher's logits once if a ``+kd`` system needs them, then fine-tune each system with each seed.
-Every run writes its epochs to ``logs/<system>/<task>/seed<k>.jsonl``; after each task its runs
-go to ``runs.jsonl``.
+For each task: read it, take the training subsets (the teacher's may be smaller), run the STS-B
+zero-shot check, compute the teacher's logits once if a ``+kd`` system needs them, then fine-tune
+each system with each seed over its learning-rate grid, keeping the dev-best rate
+(:func:`evaluation.finetune.finetune_grid`). Every run writes its epochs (all grid points) to
+``logs/<system>/<task>/seed<k>.jsonl``; after each task its runs go to ``runs.jsonl``. With
+``--probe`` the systems are not fine-tuned but probed (:mod:`evaluation.probe`). Last, every
+system's CPU speed is measured and ``pareto.png`` drawn.
 
 Under torchrun the teacher's logits are computed shard by shard across the ranks, and the task's
 (system, seed) runs are dealt out round-robin; rank 0 gathers the records and writes the results.
@@ -23,15 +26,18 @@ import torch
 
 from data.glue import GlueSplit, TaskData, load_task
 from evaluation.config import EvalConfig
-from evaluation.finetune import encode_split, finetune, predict
+from evaluation.finetune import FreshModels, encode_split, finetune_grid, predict
 from evaluation.kd import TEACHER_SEED, seed0_teacher, teacher_logits
 from evaluation.report import (
+    PROBE_NAME,
+    RESULTS_NAME,
     append_jsonl,
     run_log_path,
     summarize,
     write_results,
     write_submission,
 )
+from evaluation.speed import measure_speeds, plot_pareto, speed_sentences
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
 from pipeline.device import resolve_device
@@ -48,9 +54,10 @@ class EvalResult:
     zero_shot: dict[str, float]
     seconds: float
     rank: int = 0
+    name: str = "results"  # results.md, or probe.md
 
     def summary_line(self) -> str:
-        return f"{len(self.summary)} system(s) in {self.seconds:.0f}s; see {self.out / 'results.md'}"
+        return f"{len(self.summary)} system(s) in {self.seconds:.0f}s; see {self.out / self.name}.md"
 
 
 def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalResult:
@@ -62,42 +69,76 @@ def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalRes
     if config.zero_shot and "STS-B" not in config.tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "
                         "(add --tasks STS-B; it needs STS-B/ in --glue-dir)")
+    tasks = ["STS-B"] if config.zero_shot else config.tasks
+    with_test = config.predict_test and not config.zero_shot and not config.probe
+    # read before anything is written: GLUE from an unreachable hub fails here, OUT untouched
+    first = load_task(tasks[0], config.glue_dir, with_test=with_test)
     device = resolve_device(ctx.device(config.device))
     config.out.mkdir(parents=True, exist_ok=True)
-    if ctx.is_main:
+    if ctx.is_main and not config.probe:
         (config.out / "runs.jsonl").unlink(missing_ok=True)  # this run's records only
+    if ctx.is_main and not config.zero_shot and any(spec.kind == "model2vec" for spec in specs):
+        from evaluation.static import prepare_model2vec
+
+        prepare_model2vec(config, _log)
     ctx.barrier()
     runs: list[dict] = []
     zero_shot: dict[str, float] = {}
-    for name in ["STS-B"] if config.zero_shot else config.tasks:
-        data = load_task(name, config.glue_dir, with_test=config.predict_test and not config.zero_shot)
+    rows: dict[str, dict] = {}
+    for name in tasks:
+        data = first if name == tasks[0] else load_task(name, config.glue_dir, with_test=with_test)
         train = training_subset(data.train, config.max_train_samples)
+        teacher_train = training_subset(data.train, config.teacher_cap)
+        rows[name] = {"available": len(data.train), "systems": len(train), "teacher": len(teacher_train)}
         skipped = f", {data.train.skipped} malformed rows skipped" if data.train.skipped else ""
-        _log(f"{name}: {len(train)} training rows{skipped}, dev sizes "
+        teacher_rows = f" ({len(teacher_train)} for the teacher)" if teacher_train is not train else ""
+        _log(f"{name}: {len(train)} training rows{teacher_rows}{skipped}, dev sizes "
              f"{[len(d) for d in data.dev.values()]} ({data.source})")
         if name == "STS-B" and ctx.is_main:
             zero_shot = stsb_zero_shot(specs, data.dev[""], config, _log)
-        if not config.zero_shot:
-            runs += run_task(specs, data, train, config, device, ctx)
-    summary = summarize(runs, [s.label for s in specs], config.tasks) if runs else {}
+        if config.zero_shot:
+            continue
+        if config.probe:
+            if ctx.is_main:  # minutes on one process: nothing to deal out
+                from evaluation.probe import probe_task
+
+                runs += probe_task(specs, data, train, teacher_train, config, device, _log)
+        else:
+            runs += run_task(specs, data, train, config, device, ctx, teacher_train)
+    scored = [s.label for s in specs if not (config.probe and s.kd)]
+    summary = summarize(runs, scored, tasks) if runs else {}
     settings = {k: str(v) if isinstance(v, Path) else v
                 for k, v in dataclasses.asdict(config).items()}
+    settings["speed_sentences"] = len(speed_sentences(first))
+    if config.probe:
+        from evaluation.probe import C_GRID
+
+        settings["probe_c_grid"] = list(C_GRID)
     if ctx.is_main:
-        write_results(config.out, summary, config.tasks, zero_shot, settings)
-    return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started, ctx.rank)
+        speeds = measure_speeds(specs, first, config, _log) if runs else {}
+        write_results(config.out, summary, config.tasks, zero_shot, settings, rows=rows,
+                      speeds=speeds, name=PROBE_NAME if config.probe else RESULTS_NAME)
+        if speeds:
+            plot_pareto(config.out)
+    return EvalResult(config.out, summary, zero_shot, time.perf_counter() - started, ctx.rank,
+                      PROBE_NAME if config.probe else RESULTS_NAME)
 
 
 def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: EvalConfig,
-             device: torch.device, ctx: DistContext) -> list[dict]:
+             device: torch.device, ctx: DistContext, teacher_train: GlueSplit | None = None,
+             ) -> list[dict]:
     """Every system with every seed on one task; the teacher's logits first if +kd needs them.
+    The teacher row trains on ``teacher_train`` (default: ``train``), the others on ``train``.
 
     Rank r runs the jobs ``r, r + W, ...``; every rank returns all records, in job order.
     """
-    targets = (teacher_logits(config, data, train, device, _log, ctx)
+    teacher_train = train if teacher_train is None else teacher_train
+    targets = (teacher_logits(config, data, train, device, _log, ctx, teacher_train)
                if any(spec.kd for spec in specs) else None)
     jobs = [(spec, seed) for spec in specs
             for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds)]
-    mine = {position: run_one(spec, data, train, targets if spec.kd else None, seed, config, device)
+    mine = {position: run_one(spec, data, teacher_train if spec.kind == "teacher" else train,
+                              targets if spec.kd else None, seed, config, device)
             for position, (spec, seed) in enumerate(jobs)
             if position % ctx.world_size == ctx.rank}
     gathered = {position: record for part in ctx.gather(mine) for position, record in part.items()}
@@ -118,22 +159,25 @@ def training_subset(train: GlueSplit, limit: int | None) -> GlueSplit:
 
 def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
             seed: int, config: EvalConfig, device: torch.device) -> dict:
-    """Fine-tune one system on one task with one seed; score dev, predict test if asked."""
+    """Fine-tune one system on one task with one seed over its learning-rate grid (the dev-best
+    rate kept); score dev, predict test if asked."""
     task = data.task
     started = time.perf_counter()
     if spec.kind == "teacher" and seed == TEACHER_SEED:
-        model, result = seed0_teacher(config, data, train, device, _log)
+        model, result, rates = seed0_teacher(config, data, train, device, _log)
     else:
-        model = build_model(spec, task, config, seed)
-        encoded_train = encode_split(model.backbone, train)
+        teacher = spec.kind == "teacher"
+        build = FreshModels(lambda: build_model(spec, task, config, seed))
+        encoded_train = encode_split(build.first.backbone, train)
         encoded_train.targets = targets
-        dev = {suffix: encode_split(model.backbone, split) for suffix, split in data.dev.items()}
+        dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in data.dev.items()}
         log_path = run_log_path(config.out, spec.slug, task.name, seed)
         log_path.unlink(missing_ok=True)
-        result = finetune(
-            model, task, encoded_train, dev, config.train_settings(spec.kind == "teacher", seed),
-            device, log=lambda record: append_jsonl(log_path, record),
-        )
+        lr_grid, encoder_grid = config.grid(teacher)
+        grid = finetune_grid(build, task, encoded_train, dev, config.train_settings(teacher, seed),
+                             lr_grid, device, encoder_grid,
+                             log=lambda record: append_jsonl(log_path, record))
+        model, result, rates = grid.model, grid.result, grid.rates()
     if config.predict_test:
         folder = config.out / "submissions" / spec.slug / f"seed{seed}"
         for stem, split in data.test.items():
@@ -147,12 +191,14 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
         "metrics": result.dev_metrics,
         "score": result.score,
         "train_rows": len(train),
-        # the epochs' time, also when the seed-0 teacher was reused from an earlier run
-        "train_seconds": round(sum(epoch["seconds"] for epoch in result.history), 2),
+        **rates,  # lr, encoder_lr and every grid point's dev score
+        # every grid point's epochs, also when the seed-0 teacher was reused from an earlier run
+        "train_seconds": round(sum(point["seconds"] for point in rates["lr_grid"]), 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    encoder = "" if rates["encoder_lr"] is None else f", encoder lr {rates['encoder_lr']:g}"
     _log(f"{task.name} {spec.label} seed {seed}: dev score {result.score:.2f} "
-         f"(epoch {result.best_epoch}, {record['seconds']:.0f}s)")
+         f"(lr {rates['lr']:g}{encoder}, epoch {result.best_epoch}, {record['seconds']:.0f}s)")
     return record
 
 

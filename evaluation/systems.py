@@ -2,12 +2,22 @@
 
 A system spec is ``KIND[:DIR][+kd]``:
 
-- ``student:DIR``    the SRA-distilled student saved in DIR, fine-tuned end to end
-- ``scratch[:DIR]``  the same architecture and tokenizer, randomly initialised (no distillation);
-                     without DIR, the first ``student:DIR`` given
-- ``teacher``        the teacher (``--teacher``) with its pooling and the same head type
-- ``+kd``            adds task-specific distillation from the fine-tuned teacher's logits;
-                     ``kd[:DIR]`` is short for ``scratch[:DIR]+kd``
+- ``student:DIR``     the SRA-distilled student saved in DIR, fine-tuned end to end
+- ``scratch[:DIR]``   the same architecture and tokenizer, randomly initialised (no distillation);
+                      without DIR, the first ``student:DIR`` given, else the default student
+                      architecture (train-student's defaults) with the teacher's tokenizer
+- ``embeddings:DIR``  DIR's architecture and tokenizer with the token embeddings a student starts
+                      SRA training from (the matrix of DIR's shard directory, as train-student
+                      initialises it) and everything else random: what the teacher's token vectors
+                      alone give, without SRA
+- ``model2vec``       the teacher distilled into static token vectors by the model2vec library
+                      (mean pooling); its embedding table is fine-tuned with the same head
+- ``teacher``         the teacher (``--teacher``) with its pooling and the same head type
+- ``+kd``             adds task-specific distillation from the fine-tuned teacher's logits;
+                      ``kd[:DIR]`` is short for ``scratch[:DIR]+kd``
+
+Without any ``--system``, glue-eval compares every student directory under ``--students-dir``
+(see :func:`discover_students`) with ``scratch``, ``model2vec`` and ``teacher``.
 """
 
 from __future__ import annotations
@@ -28,8 +38,12 @@ from evaluation.heads import TaskHead, TaskModel
 from pipeline.errors import UserError
 from pipeline.teacher import Teacher
 
-KINDS = ("student", "scratch", "teacher")
-GRAMMAR = "student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR], teacher"
+KINDS = ("student", "scratch", "embeddings", "model2vec", "teacher")
+NEEDS_DIR = ("student", "embeddings")
+NO_DIR = ("model2vec", "teacher")
+BASELINES = ("scratch", "model2vec", "teacher")  # what a bare glue-eval compares the students with
+GRAMMAR = ("student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR], embeddings:DIR, model2vec, "
+           "teacher (+kd on all but the teacher)")
 FINETUNED_META = "glue_model.json"
 HEAD_FILE = "head.safetensors"
 
@@ -37,8 +51,8 @@ HEAD_FILE = "head.safetensors"
 @dataclass(frozen=True)
 class SystemSpec:
     label: str  # as given on the command line: the row name in the results
-    kind: str  # student | scratch | teacher
-    path: Path | None  # the student directory (architecture and tokenizer for scratch)
+    kind: str  # one of KINDS
+    path: Path | None  # the student directory (architecture and tokenizer for scratch, embeddings)
     kd: bool
 
     @property
@@ -61,15 +75,45 @@ def parse_system(text: str) -> SystemSpec:
         raise UserError(f"bad --system {text!r}: expected one of {GRAMMAR}")
     if kind == "teacher" and (path or kd):
         raise UserError(f"bad --system {text!r}: the teacher is given with --teacher; {GRAMMAR}")
-    if kind == "student" and not path:
-        raise UserError(f"bad --system {text!r}: a student needs its directory (student:DIR)")
+    if kind in NO_DIR and path:
+        raise UserError(f"bad --system {text!r}: {kind} takes no directory (it is built from --teacher)")
+    if kind in NEEDS_DIR and not path:
+        raise UserError(f"bad --system {text!r}: {kind} needs a student directory ({kind}:DIR)")
     if path and not Path(path).is_dir():
         raise UserError(f"--system {text!r}: {path} is not a directory")
     return SystemSpec(label, kind, Path(path) if path else None, kd)
 
 
+def discover_students(root: Path) -> list[str]:
+    """``student:DIR`` for ``root`` itself if it is a saved student, else for each directory
+    directly under it that is one (config.json + model.safetensors), sorted by name.
+
+    train-student writes ``students/student/`` and, inside it, ``best/`` (the checkpoint with the
+    best held-out cosine); being one level deeper, ``best/`` is not counted.
+    """
+    def is_student(directory: Path) -> bool:
+        return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+
+    if is_student(root):
+        return [f"student:{root}"]
+    found = sorted(d for d in root.iterdir() if d.is_dir() and is_student(d)) if root.is_dir() else []
+    if not found:
+        state = "is not a directory" if not root.is_dir() else "holds no student directory"
+        raise UserError(
+            f"--students-dir {root} {state} (config.json + model.safetensors); train one with "
+            f"`pipeline train-student --shards DIR --out {root}/student` or name systems with --system"
+        )
+    return [f"student:{directory}" for directory in found]
+
+
+def default_systems(students_dir: Path) -> list[str]:
+    """What a bare ``pipeline glue-eval`` compares: the students found, then the baselines."""
+    return [*discover_students(students_dir), *BASELINES]
+
+
 def resolve_systems(texts: list[str]) -> list[SystemSpec]:
-    """Parse all specs; scratch/kd without a directory borrow the first student's."""
+    """Parse all specs; scratch/kd without a directory borrow the first student's (when there is
+    one; else they keep no directory and get the default architecture)."""
     specs = [parse_system(text) for text in texts]
     labels = [spec.label for spec in specs]
     if len(set(labels)) != len(labels):
@@ -77,19 +121,38 @@ def resolve_systems(texts: list[str]) -> list[SystemSpec]:
     first_student = next((s.path for s in specs if s.kind == "student"), None)
     resolved = []
     for spec in specs:
-        if spec.kind == "scratch" and spec.path is None:
-            if first_student is None:
-                raise UserError(
-                    f"--system {spec.label}: needs a student architecture and tokenizer to copy; "
-                    "write scratch:DIR (or kd:DIR) or add a student:DIR system"
-                )
+        if spec.kind == "scratch" and spec.path is None and first_student is not None:
             spec = SystemSpec(spec.label, spec.kind, first_student, spec.kd)
         if spec.path is not None:
             from student import StudentConfig
 
             StudentConfig.load(spec.path)  # a UserError now if DIR is no saved student
+        if spec.kind == "embeddings":
+            student_shards(spec.path)  # a UserError now if its shard directory cannot be found
         resolved.append(spec)
     return resolved
+
+
+def student_shards(directory: Path):
+    """The (first) shard directory a saved student was trained from, with its training seed:
+    the source of the ``embeddings:DIR`` system's token embeddings."""
+    from cache_tools.format import ShardError
+    from cache_tools.manifest import read_json_object
+    from cache_tools.reader import ShardDirectory
+
+    summary_path = directory / "training_summary.json"
+    if not summary_path.is_file():
+        raise UserError(f"embeddings:{directory}: no training_summary.json, so no record of the "
+                        "shard directory whose token embeddings the student started from")
+    train = read_json_object(summary_path, "a training summary", UserError).get("train") or {}
+    shards = train.get("shards") or []
+    if not shards:
+        raise UserError(f"{summary_path}: names no shard directory")
+    try:
+        return ShardDirectory(shards[0]), int(train.get("seed", 0))
+    except ShardError as exc:
+        raise UserError(f"embeddings:{directory}: its shard directory {shards[0]} is not "
+                        f"readable ({exc})") from None
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -104,17 +167,52 @@ def build_model(spec: SystemSpec, task: GlueTask, config: EvalConfig, seed: int)
 def _backbone(spec: SystemSpec, config: EvalConfig) -> Backbone:
     if spec.kind == "teacher":
         return TeacherBackbone(Teacher(config.teacher, device="cpu"))
+    if spec.kind == "model2vec":
+        from evaluation.static import StaticBackbone, load_model2vec
+
+        return StaticBackbone(load_model2vec(config))
     from student import SentenceStudent, StudentEncoder, load_student
 
+    if spec.path is None:  # scratch without any student: the default architecture
+        return StudentBackbone(default_scratch_student(config))
     student = load_student(spec.path)
     if spec.kind == "scratch":
         student = SentenceStudent(StudentEncoder(student.config), student.tokenizer, student.config)
+    elif spec.kind == "embeddings":
+        shards, seed = student_shards(spec.path)
+        encoder = StudentEncoder(student.config)  # random LSTM and projection (seeded by the run)
+        encoder.init_embeddings(shards.load_embeddings(), seed=seed)  # as train-student does
+        student = SentenceStudent(encoder, student.tokenizer, student.config)
     return StudentBackbone(student)
+
+
+def default_scratch_student(config: EvalConfig):
+    """A random student of train-student's default architecture with the teacher's tokenizer,
+    its sizes taken from the teacher as train-student takes them from the shards."""
+    from tokenizers import Tokenizer
+
+    from student import SentenceStudent, StudentConfig, StudentEncoder
+    from student.config import STUDENT_DEFAULTS
+    from student.tokenization import pad_token_id
+
+    teacher = Teacher(config.teacher, device="cpu")
+    tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
+    embedding = teacher.model.get_input_embeddings().weight  # (V, D_emb)
+    student_config = StudentConfig(
+        vocab_size=max(int(embedding.shape[0]), tokenizer.get_vocab_size()),
+        output_dim=teacher.dim,
+        embed_dim=int(embedding.shape[1]),
+        hidden=STUDENT_DEFAULTS["hidden"],
+        pad_token_id=pad_token_id(tokenizer, teacher.name if Path(teacher.name).is_dir() else None),
+        max_length=teacher.max_length,
+        normalize=teacher.normalize,
+    )
+    return SentenceStudent(StudentEncoder(student_config), tokenizer, student_config)
 
 
 # -- fine-tuned teachers on disk --------------------------------------------------------------
 def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, key: str,
-                           result: FinetuneResult) -> None:
+                           result: FinetuneResult, rates: dict | None = None) -> None:
     """The fine-tuned transformer and tokenizer (HF format), the head, what rebuilds them and
     the fine-tuning result."""
     backbone: TeacherBackbone = model.backbone
@@ -132,6 +230,7 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         "head_hidden": model.head.hidden,
         "settings_fingerprint": key,
         "result": dataclasses.asdict(result),
+        "rates": rates,  # the chosen learning rates and the grid's dev scores
     }
     # written last: its presence means the directory is complete
     (directory / FINETUNED_META).write_text(json.dumps(meta, indent=2) + "\n")

@@ -8,9 +8,21 @@ from pathlib import Path
 
 import click
 
-from evaluation.config import EvalConfig
+from evaluation.config import EvalConfig, parse_rates
 from evaluation.run import run_glue_eval
+from evaluation.systems import BASELINES
 from pipeline.errors import UserError
+
+DEFAULTS = EvalConfig.__dataclass_fields__  # click defaults come from the dataclass
+
+
+def _default(name: str):
+    field = DEFAULTS[name]
+    return field.default_factory() if callable(field.default_factory) else field.default
+
+
+def _rates(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _split_commas(values: tuple[str, ...]) -> list[str]:
@@ -18,55 +30,87 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
 
 
 @click.command("glue-eval")
-@click.option("--system", "systems", multiple=True, required=True,
-              help="student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR] or teacher. Repeatable.")
+@click.option("--system", "systems", multiple=True,
+              help="student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR], embeddings:DIR, model2vec "
+                   "or teacher. Repeatable. [default: every student under --students-dir, then "
+                   f"{', '.join(BASELINES)}]")
+@click.option("--students-dir", type=click.Path(path_type=Path), default=_default("students_dir"),
+              show_default=True,
+              help="Where the default systems' students are found (train-student's output).")
 @click.option("--tasks", multiple=True, help="GLUE tasks, comma list or repeated "
-              "[default: every task in --glue-dir; all nine with --hub].")
+              "[default: every task in --glue-dir; all nine from the hub].")
 @click.option("--glue-dir", type=click.Path(path_type=Path), default=None,
-              help="GLUE data in the original TSV layout (CoLA/train.tsv, ...).")
-@click.option("--hub", is_flag=True, help="Read nyu-mll/glue from the Hugging Face hub instead "
-              "(needs `datasets` and the network).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("glue_results"),
+              help="GLUE data in the original TSV layout (CoLA/train.tsv, ...) "
+                   "[default: nyu-mll/glue from the Hugging Face hub].")
+@click.option("--hub", is_flag=True, help="Read nyu-mll/glue from the Hugging Face hub (the default "
+              "without --glue-dir; needs `datasets` and the network).")
+@click.option("--out", type=click.Path(path_type=Path), default=_default("out"), show_default=True,
               help="Output directory.")
 @click.option("--teacher", default=None, help="HF model id or local directory of the teacher "
               "[default: the bundled all-MiniLM-L6-v2].")
 @click.option("--kd-teacher", type=click.Path(path_type=Path), default=None,
               help="Fine-tuned teachers for +kd (DIR/<TASK>/, as glue-eval writes them under "
                    "OUT/finetuned-teacher) [default: fine-tune the teacher].")
-@click.option("--kd-alpha", type=float, default=0.5,
+@click.option("--kd-alpha", type=float, default=_default("kd_alpha"), show_default=True,
               help="Weight of the hard-label loss in +kd runs (the rest: MSE to teacher logits).")
-@click.option("--kd-shard-rows", type=int, default=4096, show_default=True,
+@click.option("--kd-shard-rows", type=int, default=_default("kd_shard_rows"), show_default=True,
               help="Rows per shard of the teacher-logit cache (what one torchrun rank computes).")
-@click.option("--seeds", type=int, default=1, help="Runs per system and task (seeds 0..N-1).")
+@click.option("--seeds", type=int, default=_default("seeds"), show_default=True,
+              help="Runs per system and task (seeds 0..N-1).")
 @click.option("--teacher-seeds", type=int, default=None,
               help="Runs of the teacher row (its fine-tuning costs most) [default: --seeds].")
-@click.option("--epochs", type=int, default=4, help="Maximum epochs per run.")
-@click.option("--patience", type=int, default=2, help="Stop after N epochs without dev gain.")
-@click.option("--batch-size", type=int, default=32, help="Training batch size.")
-@click.option("--lr", type=float, default=1e-3, help="Learning rate of students and heads.")
-@click.option("--teacher-lr", type=float, default=3e-5, help="Learning rate of the teacher's encoder.")
-@click.option("--head-hidden", type=int, default=256, help="Hidden units of the MLP head.")
-@click.option("--dropout", type=float, default=0.1, help="Dropout in the head.")
+@click.option("--epochs", type=int, default=_default("epochs"), show_default=True,
+              help="Maximum epochs per run.")
+@click.option("--patience", type=int, default=_default("patience"), show_default=True,
+              help="Stop after N epochs without dev gain.")
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
+              help="Training batch size.")
+@click.option("--lr-grid", "--lr", "lr_grid", default=_rates(_default("lr_grid")), show_default=True,
+              help="Learning rates tried for every system but the teacher (the whole model); the "
+                   "dev-best is kept per system, task and seed. One rate: no search.")
+@click.option("--teacher-lr-grid", "--teacher-lr", "teacher_lr_grid",
+              default=_rates(_default("teacher_lr_grid")), show_default=True,
+              help="Learning rates tried for the teacher's transformer (dev-best kept).")
+@click.option("--teacher-head-lr", type=float, default=_default("teacher_head_lr"),
+              show_default=True, help="Learning rate of the teacher's head.")
+@click.option("--head-hidden", type=int, default=_default("head_hidden"), show_default=True,
+              help="Hidden units of the MLP head.")
+@click.option("--dropout", type=float, default=_default("dropout"), show_default=True,
+              help="Dropout in the head.")
 @click.option("--max-train-samples", type=int, default=None,
-              help="Train on a fixed random subset of this size (quick runs).")
+              help="Train every system on a fixed random subset of this size (quick runs) "
+                   "[default: the whole training set].")
+@click.option("--teacher-max-train-samples", type=int, default=None,
+              help="Cap the teacher row alone (it costs most), e.g. so the students train on "
+                   "everything [default: --max-train-samples].")
+@click.option("--probe", is_flag=True,
+              help="Frozen probes instead of fine-tuning: each system's vectors + logistic "
+                   "regression (minutes); writes OUT/probe.md and probe.json.")
 @click.option("--predict-test", is_flag=True,
               help="Write GLUE-server submission files to OUT/submissions/<system>/seed<k>/.")
 @click.option("--zero-shot", is_flag=True,
               help="Only the STS-B zero-shot check (cosine Spearman), no fine-tuning.")
-@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-def glue_eval(systems, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha, kd_shard_rows,
-              seeds, teacher_seeds, epochs, patience, batch_size, lr, teacher_lr, head_hidden,
-              dropout, max_train_samples, predict_test, zero_shot, device):
-    """Fine-tune and score students, baselines and the teacher on GLUE (dev sets)."""
-    if hub == (glue_dir is not None):
-        raise UserError("give exactly one of --glue-dir DIR or --hub")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
+              kd_shard_rows, seeds, teacher_seeds, epochs, patience, batch_size, lr_grid,
+              teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
+              teacher_max_train_samples, probe, predict_test, zero_shot, device):
+    """Fine-tune and score students, baselines and the teacher on GLUE (dev sets).
+
+    Bare, it scores every student under students/ against scratch, model2vec and the teacher,
+    on GLUE from the hub, each system at its dev-best learning rate of --lr-grid.
+    """
+    if hub and glue_dir is not None:
+        raise UserError("give either --glue-dir DIR or --hub, not both")
     config = EvalConfig(
-        out=out, systems=list(systems), tasks=_split_commas(tasks), glue_dir=glue_dir,
-        teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha, kd_shard_rows=kd_shard_rows, seeds=seeds,
-        teacher_seeds=teacher_seeds, epochs=epochs,
-        patience=patience, batch_size=batch_size, lr=lr, teacher_lr=teacher_lr,
-        head_hidden=head_hidden, dropout=dropout, max_train_samples=max_train_samples,
-        predict_test=predict_test, zero_shot=zero_shot, device=device,
+        out=out, systems=list(systems), students_dir=students_dir, tasks=_split_commas(tasks),
+        glue_dir=glue_dir, teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha,
+        kd_shard_rows=kd_shard_rows, seeds=seeds, teacher_seeds=teacher_seeds, epochs=epochs,
+        patience=patience, batch_size=batch_size, lr_grid=parse_rates(lr_grid, "--lr-grid"),
+        teacher_lr_grid=parse_rates(teacher_lr_grid, "--teacher-lr-grid"),
+        teacher_head_lr=teacher_head_lr, head_hidden=head_hidden, dropout=dropout,
+        max_train_samples=max_train_samples, teacher_max_train_samples=teacher_max_train_samples,
+        probe=probe, predict_test=predict_test, zero_shot=zero_shot, device=device,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_glue_eval(config)

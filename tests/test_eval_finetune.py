@@ -199,14 +199,19 @@ def test_system_specs(tmp_path):
         ("scratch", True, student), ("teacher", False, None)]
     assert parse_system(f"kd:{student}") == SystemSpec(f"kd:{student}", "scratch", student, True)
     assert "/" not in specs[1].slug
-    for bad, message in [("bert", "bad --system"), ("student", "needs its directory"),
-                         ("teacher+kd", "--teacher"), (f"student:{tmp_path}/nope", "not a dir")]:
+    for bad, message in [("bert", "bad --system"), ("student", "needs a student directory"),
+                         ("embeddings", "needs a student directory"), ("teacher+kd", "--teacher"),
+                         (f"model2vec:{student}", "takes no directory"),
+                         (f"student:{tmp_path}/nope", "not a dir")]:
         with pytest.raises(UserError, match=message):
             parse_system(bad)
-    with pytest.raises(UserError, match="architecture"):
-        resolve_systems(["scratch"])
+    # without any student, scratch keeps no directory: the default architecture
+    assert resolve_systems(["scratch", "model2vec+kd"]) == [
+        SystemSpec("scratch", "scratch", None, False), SystemSpec("model2vec+kd", "model2vec", None, True)]
     with pytest.raises(UserError, match="twice"):
         resolve_systems(["teacher", "teacher"])
+    with pytest.raises(UserError, match="training_summary.json"):
+        resolve_systems([f"embeddings:{student}"])  # no record of its shard directory
 
 
 def tiny_config(tmp_path, teacher_dir, **overrides) -> EvalConfig:
@@ -258,7 +263,7 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     def no_finetuning(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(kd, "finetune", no_finetuning)
+    monkeypatch.setattr(kd, "finetune_grid", no_finetuning)
     again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
     np.testing.assert_array_equal(again, logits)
     assert any("from the cache" in m for m in messages)
@@ -267,14 +272,38 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     np.testing.assert_array_equal(
         kd.teacher_logits(other_alpha, data, data.train, CPU, messages.append), logits)
     # the teacher row's seed-0 run is the same fine-tuned teacher, loaded with its dev result
-    _, result = kd.seed0_teacher(config, data, data.train, CPU, messages.append)
-    logged = (config.out / "logs" / "teacher" / "MRPC" / "seed0.jsonl").read_text().splitlines()
-    assert result.history == [json.loads(line) for line in logged]
+    # and the rates its grid chose (the transformer's grid, the head's rate fixed)
+    _, result, rates = kd.seed0_teacher(config, data, data.train, CPU, messages.append)
+    assert [(p["lr"], p["encoder_lr"]) for p in rates["lr_grid"]] == [
+        (config.teacher_head_lr, rate) for rate in config.teacher_lr_grid]
+    assert rates["encoder_lr"] in config.teacher_lr_grid
+    logged = [json.loads(line) for line in
+              (config.out / "logs" / "teacher" / "MRPC" / "seed0.jsonl").read_text().splitlines()]
+    assert {record["encoder_lr"] for record in logged} == set(config.teacher_lr_grid)
+    chosen = [{k: v for k, v in record.items() if k not in ("lr", "encoder_lr")}
+              for record in logged if record["encoder_lr"] == rates["encoder_lr"]]
+    assert result.history == chosen
     # a given fine-tuned teacher directory is used as is
     given = tiny_config(tmp_path, tiny_teacher_dir, out=tmp_path / "out2",
                         kd_teacher=config.out / kd.FINETUNED_DIR)
     np.testing.assert_allclose(kd.teacher_logits(given, data, data.train, CPU, messages.append),
                                logits, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_cap_trains_the_teacher_on_fewer_rows_and_scores_all(tmp_path, tiny_teacher_dir):
+    config = tiny_config(tmp_path, tiny_teacher_dir, teacher_lr_grid=[1e-4])
+    data = load_task("MRPC", FIXTURES)
+    few = data.train.subset(np.arange(4))
+    logits = kd.teacher_logits(config, data, data.train, CPU, lambda m: None, teacher_train=few)
+    assert logits.shape == (len(data.train), 2)  # the students' rows, all of them
+    (log,) = (config.out / "logs" / "teacher" / "MRPC").iterdir()
+    first_epoch = json.loads(log.read_text().splitlines()[0])
+    assert first_epoch["epoch"] == 1 and first_epoch["encoder_lr"] == 1e-4
+    # the cap is part of the teacher's identity: the full set fine-tunes another teacher
+    _, _, rates = kd.seed0_teacher(config, data, few, CPU, lambda m: None)
+    messages: list[str] = []
+    kd.seed0_teacher(config, data, data.train, CPU, messages.append)
+    assert messages == ["MRPC: fine-tuning the teacher (seed 0)"] and rates["lr"] == 1e-3
 
 
 # -- reports ------------------------------------------------------------------------------------

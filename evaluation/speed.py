@@ -1,0 +1,127 @@
+"""Quality against speed: each system's CPU sentences/s, and ``pareto.png``.
+
+The speed is measured inside the run on one fixed set of sentences (the first ``SPEED_SENTENCES``
+dev sentences of the first task, both sides of a pair), in batches of ``SPEED_BATCH`` on the CPU:
+tokenization and the encoder's forward pass, without the head (it costs the same for every
+system). A ``+kd`` system has its base system's encoder, so it shares its speed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache_tools.manifest import atomic_write_bytes
+from data.glue import TaskData
+from evaluation.backbones import Backbone, pad_batch
+from evaluation.config import EvalConfig
+from evaluation.report import PROBE_NAME, RESULTS_NAME
+from evaluation.systems import SystemSpec, build_model
+
+SPEED_SENTENCES = 512
+SPEED_BATCH = 64
+PARETO_FILE = "pareto.png"
+
+
+def speed_sentences(data: TaskData) -> list[str]:
+    dev = next(iter(data.dev.values()))
+    texts = list(dev.text_a) + list(dev.text_b or [])
+    return texts[:SPEED_SENTENCES]
+
+
+@torch.inference_mode()
+def sentences_per_second(backbone: Backbone, texts: Sequence[str], batch_size: int = SPEED_BATCH,
+                         repeats: int = 2) -> float:
+    """The best of ``repeats`` timed passes over ``texts`` (tokenize + encode), after a warm-up
+    batch; the best, because a shared CPU only ever makes a pass slower."""
+    backbone.eval().to("cpu")
+
+    def one_pass() -> None:
+        for start in range(0, len(texts), batch_size):
+            ids, lengths = pad_batch(backbone.tokenize(texts[start : start + batch_size]),
+                                     backbone.pad_id)
+            backbone(ids, lengths)  # (B, D)
+
+    ids, lengths = pad_batch(backbone.tokenize(texts[:batch_size]), backbone.pad_id)
+    backbone(ids, lengths)  # warm-up: first-call allocations
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        one_pass()
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / max(best, 1e-9)
+
+
+def measure_speeds(specs: Sequence[SystemSpec], data: TaskData, config: EvalConfig,
+                   log: Callable[[str], None]) -> dict[str, float]:
+    """Sentences/s of every system's encoder on the CPU, by system label."""
+    texts = speed_sentences(data)
+    speeds: dict[str, float] = {}
+    measured: dict[tuple, float] = {}
+    for spec in specs:
+        key = (spec.kind, spec.path)
+        if key not in measured:
+            backbone = build_model(spec, data.task, config, seed=0).backbone
+            measured[key] = sentences_per_second(backbone, texts)
+            log(f"speed {spec.label}: {measured[key]:,.0f} sentences/s "
+                f"(CPU, batch {SPEED_BATCH}, {torch.get_num_threads()} threads)")
+        speeds[spec.label] = round(measured[key], 1)
+    return speeds
+
+
+def plot_pareto(out: Path) -> Path | None:
+    """``OUT/pareto.png``: GLUE average (fine-tuned, and the probe's when OUT holds one) against
+    CPU sentences/s on a log scale, from OUT's results.json and probe.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = []
+    for name, label, marker in ((RESULTS_NAME, "fine-tuned", "o"), (PROBE_NAME, "frozen probe", "s")):
+        path = out / f"{name}.json"
+        if not path.is_file():
+            continue
+        results = json.loads(path.read_text())
+        speeds = results.get("speed_sentences_per_s") or {}
+        points = [(system, speeds[system], result["average"]["mean"])
+                  for system, result in results.get("systems", {}).items()
+                  if result.get("average") and system in speeds]
+        if points:
+            series.append((f"{label} ({', '.join(results.get('tasks', []))})", marker, points))
+    if not series:
+        return None
+    fig, axis = plt.subplots(figsize=(8, 5))
+    for label, marker, points in series:
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        axis.scatter(xs, ys, marker=marker, label=label)
+        for system, x, y in points:
+            axis.annotate(short_name(system), (x, y), textcoords="offset points", xytext=(4, 4),
+                          fontsize=8)
+    axis.set_xscale("log")
+    axis.set(xlabel="CPU sentences/s, batch 64 (log scale)", ylabel="GLUE dev average × 100",
+             title="Quality against speed")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
+    plt.close(fig)
+    path = out / PARETO_FILE
+    atomic_write_bytes(path, image.getvalue())
+    return path
+
+
+def short_name(system: str) -> str:
+    """``student:/long/path/students/small+kd`` -> ``student:small+kd`` for a plot label."""
+    kind, _, rest = system.partition(":")
+    if not rest:
+        return system
+    kd = rest.endswith("+kd")
+    return f"{kind}:{Path(rest.removesuffix('+kd')).name}{'+kd' if kd else ''}"
