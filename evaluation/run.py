@@ -26,7 +26,8 @@ import torch
 
 from data.glue import GlueSplit, TaskData, load_task
 from evaluation.config import EvalConfig
-from evaluation.finetune import FreshModels, encode_split, finetune_grid, predict
+from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
+from evaluation.heads import TaskModel
 from evaluation.kd import TEACHER_SEED, seed0_teacher, teacher_logits
 from evaluation.report import (
     PROBE_NAME,
@@ -163,21 +164,8 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
     rate kept); score dev, predict test if asked."""
     task = data.task
     started = time.perf_counter()
-    if spec.kind == "teacher" and seed == TEACHER_SEED:
-        model, result, rates = seed0_teacher(config, data, train, device, _log)
-    else:
-        teacher = spec.kind == "teacher"
-        build = FreshModels(lambda: build_model(spec, task, config, seed))
-        encoded_train = encode_split(build.first.backbone, train)
-        encoded_train.targets = targets
-        dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in data.dev.items()}
-        log_path = run_log_path(config.out, spec.slug, task.name, seed)
-        log_path.unlink(missing_ok=True)
-        lr_grid, encoder_grid = config.grid(teacher)
-        grid = finetune_grid(build, task, encoded_train, dev, config.train_settings(teacher, seed),
-                             lr_grid, device, encoder_grid,
-                             log=lambda record: append_jsonl(log_path, record))
-        model, result, rates = grid.model, grid.result, grid.rates()
+    model, result, rates = fit_system(spec, data, train, targets, seed, config, device,
+                                      run_log_path(config.out, spec.slug, task.name, seed))
     if config.predict_test:
         folder = config.out / "submissions" / spec.slug / f"seed{seed}"
         for stem, split in data.test.items():
@@ -200,6 +188,34 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
     _log(f"{task.name} {spec.label} seed {seed}: dev score {result.score:.2f} "
          f"(lr {rates['lr']:g}{encoder}, epoch {result.best_epoch}, {record['seconds']:.0f}s)")
     return record
+
+
+def fit_system(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
+               seed: int, config: EvalConfig, device: torch.device, log_path: Path | None = None,
+               ) -> tuple[TaskModel, FinetuneResult, dict]:
+    """One system, one task, one seed over its learning-rate grid, the dev-best rate kept: the
+    model (with its best epoch's weights), its result and its rates (``GridResult.rates``). The
+    seed-0 teacher is ``seed0_teacher``'s (cached, shared with ``+kd``). glue-eval's run_one and
+    ``pipeline finetune`` (a user's data) both train through here. ``log_path`` gets the epochs."""
+    if spec.kind == "teacher" and seed == TEACHER_SEED:
+        return seed0_teacher(config, data, train, device, _log)
+    teacher = spec.kind == "teacher"
+    task = data.task
+    build = FreshModels(lambda: build_model(spec, task, config, seed))
+    encoded_train = encode_split(build.first.backbone, train)
+    encoded_train.targets = targets
+    dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in data.dev.items()}
+    if log_path is not None:
+        log_path.unlink(missing_ok=True)
+
+    def log(record: dict) -> None:
+        if log_path is not None:
+            append_jsonl(log_path, record)
+
+    lr_grid, encoder_grid = config.grid(teacher)
+    grid = finetune_grid(build, task, encoded_train, dev, config.train_settings(teacher, seed),
+                         lr_grid, device, encoder_grid, log=log)
+    return grid.model, grid.result, grid.rates()
 
 
 def _log(message: str) -> None:
