@@ -33,13 +33,13 @@ from data.user_task import (
 )
 from evaluation.classifier import Predictions, check_output_dir, load_classifier, save_classifier
 from evaluation.config import LR_GRID, TEACHER_LR_GRID, EvalConfig, parse_rates
-from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
+from evaluation.finetune import FinetuneResult, encode_split, predict
 from evaluation.heads import TaskModel
-from evaluation.kd import TEACHER_SEED, seed0_teacher
+from evaluation.kd import seed0_teacher
 from evaluation.metrics import metric_names
 from evaluation.report import mean_std, mean_std_cell
-from evaluation.run import training_subset
-from evaluation.systems import SystemSpec, build_model, resolve_systems
+from evaluation.run import fit_system, training_subset
+from evaluation.systems import resolve_systems
 from evaluation.user_augment import augment_split
 from pipeline.device import resolve_device
 from pipeline.errors import UserError
@@ -153,8 +153,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
     best: tuple[dict, TaskModel] | None = None
     for spec in specs:
         for seed in range(config.seeds):
-            model, result, rates = fit(spec, data, kd_train if spec.kd else (train, None), seed,
-                                       eval_config, device)
+            rows, targets = kd_train if spec.kd else (train, None)
+            model, result, rates = fit_system(spec, data, rows, targets, seed, eval_config, device)
             record = {"system": spec.label, "seed": seed, "score": result.score,
                       "metrics": result.dev_metrics, "best_epoch": result.best_epoch, **rates,
                       "history": result.history}
@@ -187,25 +187,6 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
                     FinetuneResult(record["best_epoch"], record["metrics"], record["score"]),
                     extra_files)
     return FinetuneOutcome(config.out, task, runs, record, time.perf_counter() - started)
-
-
-def fit(spec: SystemSpec, data: TaskData, training: tuple[GlueSplit, np.ndarray | None], seed: int,
-        config: EvalConfig, device: torch.device) -> tuple[TaskModel, FinetuneResult, dict]:
-    """One system, one seed over its learning-rate grid, the dev-best rate kept, as glue-eval's
-    run_one does: the model, its result and its rates (``GridResult.rates``)."""
-    train, targets = training
-    teacher = spec.kind == "teacher"
-    if teacher and seed == TEACHER_SEED:
-        # the seed-0 teacher is shared with --kd-teacher auto and cached, as in glue-eval
-        return seed0_teacher(config, data, train, device, _log)
-    build = FreshModels(lambda: build_model(spec, data.task, config, seed))
-    encoded = encode_split(build.first.backbone, train)
-    encoded.targets = targets
-    dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in data.dev.items()}
-    rates, encoder_rates = config.grid(teacher)
-    grid = finetune_grid(build, data.task, encoded, dev, config.train_settings(teacher, seed), rates,
-                         device, encoder_rates)
-    return grid.model, grid.result, grid.rates()
 
 
 # -- task-specific distillation ---------------------------------------------------------------
