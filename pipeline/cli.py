@@ -11,6 +11,7 @@ from cache_tools.format import ShardError
 from pipeline.distributed import finish_distributed
 from pipeline.encode_cmd import encode, shards_info
 from pipeline.errors import UserError
+from pipeline.export_cmd import export
 from pipeline.finetune_cmd import finetune, predict
 from pipeline.glue_cmd import glue_eval
 from pipeline.student_cmd import embed, train_student
@@ -52,5 +53,5 @@ def _error(message: str) -> None:
     sys.exit(2)
 
 
-for command in (encode, shards_info, verify, train_student, embed, glue_eval, finetune, predict):
+for command in (encode, shards_info, verify, train_student, embed, export, glue_eval, finetune, predict):
     cli.add_command(command)

@@ -1,4 +1,8 @@
-"""`pipeline embed`: sentences from a file -> vectors from a saved student (.npy or .arrow)."""
+"""`pipeline embed`: sentences from a file -> vectors from a saved student (.npy or .arrow).
+
+The student is a torch student directory, or an ONNX export of one (`pipeline export`, recognised
+by its onnx_student.json), which runs on onnxruntime.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pyarrow as pa
 
 from pipeline.errors import UserError
 from student.config import EmbedConfig
-from student.sentence import load_student
+from student.onnx import OnnxStudent, is_onnx_student
 
 INPUT_FORMATS = (".txt", ".jsonl", ".tsv", ".csv")
 OUTPUT_FORMATS = (".npy", ".arrow")
@@ -53,17 +57,30 @@ def _chunks(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         yield start, texts[start : start + CHUNK]
 
 
+def open_student(directory: str | Path, device: str | None = None):
+    """(student, dim): an :class:`OnnxStudent` for an ONNX export, else the torch student on
+    ``device``. Both have ``encode(texts, batch_size, show_progress_bar=...)``."""
+    if is_onnx_student(directory):
+        if device is not None and device != "cpu":
+            raise UserError(f"{directory} is an ONNX export, which runs on the CPU; drop --device {device}")
+        student = OnnxStudent(directory)
+        return student, student.dim
+    from student.sentence import load_student
+
+    student = load_student(directory, device=device)
+    return student, student.config.output_dim
+
+
 def run_embed(config: EmbedConfig) -> Path:
     """Encode every sentence of ``config.input`` and write the vectors in input order."""
     out = Path(config.out)
     if out.suffix not in OUTPUT_FORMATS:
         raise UserError(f"--out must end in {' or '.join(OUTPUT_FORMATS)}, got {out.name!r}")
-    student = load_student(config.student, device=config.device)
+    student, dim = open_student(config.student, config.device)
     texts = read_texts(config.input, config.text_column)
     if not texts:
         raise UserError(f"{config.input}: no sentences")
     out.parent.mkdir(parents=True, exist_ok=True)
-    dim = student.config.output_dim
     tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".npy":
         vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,

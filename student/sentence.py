@@ -11,13 +11,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
 from pipeline.device import resolve_device
 from pipeline.errors import UserError
+from student.batching import encode_sorted, token_ids
 from student.config import StudentConfig
 from student.model import StudentEncoder
-from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suffix_length, truncate_ids
+from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suffix_length
 
 WEIGHTS_NAME = "model.safetensors"
 # sentence-transformers finds the module class through modules.json; see student/st_module.py.
@@ -47,8 +47,7 @@ class SentenceStudent:
     # -- text -> ids ------------------------------------------------------------------------
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with special tokens, truncated to ``config.max_length`` like training data."""
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        return [truncate_ids(e.ids, self.config.max_length, self._suffix) for e in encodings]
+        return token_ids(self.tokenizer, texts, self.config.max_length, self._suffix)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded ids (B, T) and lengths (B,), both int64 on the CPU."""
@@ -73,17 +72,16 @@ class SentenceStudent:
             self.to(device)
         was_training = self.model.training
         self.model.eval()
-        token_ids = self.token_ids(texts)
-        order = np.argsort([-len(t) for t in token_ids], kind="stable")
-        vectors = np.empty((len(token_ids), self.config.output_dim), dtype=np.float32)
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="Encoding", disable=not show_progress_bar, unit="batch"):
-            batch = order[start : start + batch_size]
-            ids, lengths = pad_batch([token_ids[i] for i in batch], self.config.pad_token_id)
-            output = self.model(ids.to(self.device), lengths)
-            vectors[batch] = output.float().cpu().numpy()
-        self.model.train(was_training)
-        return vectors
+
+        def forward(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            output = self.model(torch.from_numpy(ids).to(self.device), torch.from_numpy(lengths))
+            return output.float().cpu().numpy()
+
+        try:
+            return encode_sorted(self.token_ids(texts), forward, self.config.output_dim,
+                                 self.config.pad_token_id, batch_size, show_progress_bar)
+        finally:
+            self.model.train(was_training)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

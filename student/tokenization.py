@@ -1,4 +1,7 @@
-"""The teacher's tokenizer, used raw: one truncation rule for stored ids and for new text."""
+"""The teacher's tokenizer, used raw: one truncation rule for stored ids and for new text.
+
+No torch at import time: the torch-free ONNX student (student/onnx.py) uses this module too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from pipeline.errors import UserError
@@ -77,10 +79,18 @@ def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int, suffix: int):
     return list(head) + list(tail)
 
 
-def pad_batch(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int):
-    """Padded ids (B, T) int64 and lengths (B,) int64 for a list of id sequences."""
+def pad_ids(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Padded ids (B, T) int64 and lengths (B,) int64 as numpy arrays (T >= 1)."""
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     ids = np.full((len(rows), max(int(lengths.max(initial=0)), 1)), pad_id, dtype=np.int64)
     for row, tokens in enumerate(rows):
         ids[row, : len(tokens)] = tokens
+    return ids, lengths
+
+
+def pad_batch(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int):
+    """Padded ids (B, T) int64 and lengths (B,) int64 for a list of id sequences, as torch tensors."""
+    import torch
+
+    ids, lengths = pad_ids(rows, pad_id)
     return torch.from_numpy(ids), torch.from_numpy(lengths)

@@ -1,0 +1,331 @@
+"""`pipeline export`: a saved student -> a directory that runs with onnxruntime alone.
+
+The ONNX graph is written node by node with ``onnx.helper`` from the student's weights: the
+standard ``LSTM`` operator (bidirectional, one per layer) with ``sequence_lens`` runs every
+sentence over its own tokens only, exactly like the packed LSTM in student/model.py, so padding
+never reaches a state. Pooling masks pad positions (max), divides by the true length (mean) or takes
+the forward state at the last real token and the backward state at the first (last, the LSTM's
+``Y_h``). Batch size and length are dynamic.
+
+The directory: model.onnx, tokenizer.json and onnx_student.json (what a caller needs: max_length,
+pad_token_id, dim, ...). It is written to a temporary directory beside OUT and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cache_tools.manifest import atomic_write_json
+from pipeline.errors import UserError
+from student.config import StudentConfig
+from student.onnx import (
+    INPUT_IDS,
+    LENGTHS,
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    ONNX_META,
+    ONNX_MODEL,
+    OUTPUT,
+    OnnxStudent,
+    is_onnx_student,
+)
+from student.tokenization import TOKENIZER_FILE
+
+if TYPE_CHECKING:
+    import onnx
+
+QUANTIZE = ("none", "int8")
+OPSET = 17
+# fp32 must reproduce the torch student; below this the export is refused.
+FP32_MIN_COSINE = 0.9999
+# Checked at export against the torch student: lengths from 1 token to past any max_length.
+CHECK_SENTENCES = (
+    "",
+    "Yes.",
+    "The river froze.",
+    "She wrote the album in Paris during the long winter of 1971.",
+    "A small village church was built on the island in the early twelfth century.",
+    "They played the first season at the old station, then moved to a larger ground in the city.",
+    "Despite heavy rain, the team won the game, and the crowd stayed long after the final whistle "
+    "to sing with the band that had opened the night.",
+    "Named after the county's first king, the school opened in 1902; its library, which holds "
+    "early maps, letters and a hand-written law book, was moved twice before it found a home in "
+    "the new house by the water, where it is still open to anyone who asks.",
+    " ".join(["word"] * 300),
+    "Ünïcödé, emoji 🙂 and numbers 3.14159 all go through the tokenizer.",
+)
+
+
+@dataclass
+class ExportConfig:
+    """`pipeline export`: student directory in, ONNX directory out."""
+
+    student: str
+    out: str | None = None  # None: the student directory's path + ".onnx"
+    quantize: str = "none"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise UserError(f"unknown --quantize {self.quantize!r}; choose one of {', '.join(QUANTIZE)}")
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        student = Path(self.student)
+        return student.with_name(student.name + ".onnx")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    quantize: str
+    size_bytes: int
+    min_cosine: float
+    mean_cosine: float
+    sentences: int
+
+    def summary(self) -> str:
+        return (f"wrote {self.out} ({self.quantize if self.quantize != 'none' else 'fp32'}, "
+                f"model {self.size_bytes / 2**20:.1f} MiB); cosine to the torch student over "
+                f"{self.sentences} check sentences: min {self.min_cosine:.6f}, mean {self.mean_cosine:.6f}")
+
+
+# -- the graph ------------------------------------------------------------------------------------
+def _lstm_gates(weight: np.ndarray, hidden: int) -> np.ndarray:
+    """PyTorch's gate blocks (i, f, g, o) along axis 0 -> ONNX's (i, o, f, c)."""
+    i, f, g, o = (weight[k * hidden : (k + 1) * hidden] for k in range(4))
+    return np.concatenate([i, o, f, g], axis=0)
+
+
+def build_graph(config: StudentConfig, state: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The encoder of ``config`` with the weights ``state`` (StudentEncoder's state_dict, numpy)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    hidden = config.hidden
+    f32 = np.float32
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    names: set[str] = set()
+
+    def const(name: str, value) -> str:
+        if name not in names:  # shared constants are added once, where first used
+            names.add(name)
+            inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def axis(k: int) -> str:
+        return const(f"axis{k}", np.array([k], np.int64))
+
+    def node(op: str, inputs: list[str], output: str | list[str], **attrs) -> str:
+        outputs = [output] if isinstance(output, str) else output
+        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[-1] + "_" + op, **attrs))
+        return outputs[-1]
+
+    one = const("one_i64", np.array(1, np.int64))
+    embedding = const("embedding", state["embedding.weight"].astype(f32))
+    embedded = node("Gather", [embedding, INPUT_IDS], "embedded", axis=0)  # (B, T, E)
+    x = node("Transpose", [embedded], "x0", perm=[1, 0, 2])  # (T, B, E)
+    lengths = node("Max", [LENGTHS, one], "lengths_min1")  # (B,), as the model's clamp(min=1)
+    seq_lens = node("Cast", [lengths], "seq_lens", to=TensorProto.INT32)
+    y_h = ""
+    for layer in range(config.layers):
+        w, r, b = [], [], []
+        for suffix in ("", "_reverse"):  # ONNX direction 0 forward, 1 reverse
+            w.append(_lstm_gates(state[f"lstm.weight_ih_l{layer}{suffix}"], hidden))
+            r.append(_lstm_gates(state[f"lstm.weight_hh_l{layer}{suffix}"], hidden))
+            b.append(np.concatenate([_lstm_gates(state[f"lstm.bias_ih_l{layer}{suffix}"], hidden),
+                                     _lstm_gates(state[f"lstm.bias_hh_l{layer}{suffix}"], hidden)]))
+        const(f"lstm{layer}_W", np.stack(w).astype(f32))  # (2, 4H, in)
+        const(f"lstm{layer}_R", np.stack(r).astype(f32))  # (2, 4H, H)
+        const(f"lstm{layer}_B", np.stack(b).astype(f32))  # (2, 8H)
+        inputs = [x, f"lstm{layer}_W", f"lstm{layer}_R", f"lstm{layer}_B", seq_lens]
+        if layer == config.layers - 1 and config.pooling == "last":
+            # Only the final states: Y_h (2, B, H), forward after the last real token, backward
+            # after the first; Y is not computed ("" marks an omitted output).
+            y_h = node("LSTM", inputs, ["", "last_Y_h"], hidden_size=hidden, direction="bidirectional")
+            break
+        y = node("LSTM", inputs, f"lstm{layer}_Y", hidden_size=hidden,
+                 direction="bidirectional")  # Y (T, 2, B, H), zero after each row's length
+        y = node("Transpose", [y], f"lstm{layer}_Y_t", perm=[0, 2, 1, 3])  # (T, B, 2, H)
+        shape = const("shape_tb2h", np.array([0, 0, 2 * hidden], np.int64))
+        x = node("Reshape", [y, shape], f"x{layer + 1}")  # (T, B, 2H): [forward; backward]
+
+    if config.pooling == "last":
+        states = node("Transpose", [y_h], "last_t", perm=[1, 0, 2])  # (B, 2, H)
+        shape = const("shape_b2h", np.array([0, 2 * hidden], np.int64))
+        pooled = node("Reshape", [states, shape], "pooled")  # (B, 2H): [forward; backward]
+    else:
+        # mask (T, B, 1): step < length.
+        steps_len = node("Shape", [INPUT_IDS], "steps_len", start=1, end=2)  # [T]
+        steps_end = node("Squeeze", [steps_len, axis(0)], "steps_end")
+        zero = const("zero_i64", np.array(0, np.int64))
+        steps = node("Range", [zero, steps_end, one], "steps")  # (T,)
+        steps = node("Unsqueeze", [steps, axis(1)], "steps_col")  # (T, 1)
+        row = node("Unsqueeze", [lengths, axis(0)], "lengths_row")  # (1, B)
+        mask = node("Less", [steps, row], "mask_tb")  # (T, B)
+        mask = node("Unsqueeze", [mask, axis(2)], "mask")  # (T, B, 1)
+        if config.pooling == "max":
+            masked = node("Where", [mask, x, const("neg_inf", np.array(-np.inf, f32))], "masked")
+            pooled = node("ReduceMax", [masked], "pooled", axes=[0], keepdims=0)  # (B, 2H)
+        else:  # mean over the real tokens
+            masked = node("Where", [mask, x, const("zero_f32", np.array(0.0, f32))], "masked")
+            total = node("ReduceSum", [masked, axis(0)], "total", keepdims=0)  # (B, 2H)
+            count = node("Unsqueeze", [lengths, axis(1)], "count_i64")  # (B, 1)
+            count = node("Cast", [count], "count", to=TensorProto.FLOAT)
+            pooled = node("Div", [total, count], "pooled")
+
+    # Projection as MatMul + Add (not Gemm) so that dynamic int8 quantization reaches it.
+    weight = const("projection_W", state["projection.weight"].astype(f32).T.copy())  # (2H, D)
+    bias = const("projection_b", state["projection.bias"].astype(f32))
+    projected = node("MatMul", [pooled, weight], "projected")
+    if config.normalize:
+        biased = node("Add", [projected, bias], "biased")
+        norm = node("ReduceL2", [biased], "norm", axes=[-1], keepdims=1)  # (B, 1)
+        eps = const("eps", np.array(1e-12, f32))  # as torch.nn.functional.normalize
+        node("Div", [biased, node("Max", [norm, eps], "norm_eps")], OUTPUT)
+    else:
+        node("Add", [projected, bias], OUTPUT)
+
+    graph = helper.make_graph(
+        nodes, "sra_student",
+        inputs=[helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "length"]),
+                helper.make_tensor_value_info(LENGTHS, TensorProto.INT64, ["batch"])],
+        outputs=[helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", config.output_dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="sra-distill", doc_string="BiLSTM sentence encoder (SRA student)")
+    model.ir_version = 8  # readable by onnxruntime >= 1.10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+# -- the directory --------------------------------------------------------------------------------
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (N, D) arrays (float64)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-300)
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization (weights int8, activations quantized on the fly) of
+    Gather (the embedding), LSTM and MatMul."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint at WARNING
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Gather", "LSTM", "MatMul"])
+    finally:
+        root.setLevel(level)
+
+
+def run_export(config: ExportConfig) -> ExportResult:
+    """Export ``config.student`` to ``config.out_dir`` (see the module docstring)."""
+    from student.sentence import load_student
+
+    source = Path(config.student)
+    if is_onnx_student(source):
+        raise UserError(f"{source}: already an ONNX export; give the torch student directory")
+    if not source.is_dir():
+        raise UserError(f"{source}: no such student directory")
+    student = load_student(source, device="cpu")  # UserError when it is not a student directory
+    if student.config.architecture != "bilstm":
+        raise UserError(f"{source}: architecture {student.config.architecture!r} cannot be exported")
+    out = config.out_dir
+    if out.exists() and not config.overwrite:
+        raise UserError(f"{out} exists; give --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    state = {k: v.detach().cpu().float().numpy() for k, v in student.model.state_dict().items()}
+    model = build_graph(student.config, state)
+    reference = student.encode(list(CHECK_SENTENCES), batch_size=4)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+        fp32_path = tmp / (ONNX_MODEL if config.quantize == "none" else "model.fp32.onnx")
+        import onnx
+
+        onnx.save_model(model, str(fp32_path))
+        if config.quantize == "int8":
+            quantize_int8(fp32_path, tmp / ONNX_MODEL)
+            fp32_path.unlink()
+        shutil.copyfile(source / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        meta = _meta(student.config, config.quantize, source)
+        atomic_write_json(tmp / ONNX_META, meta)
+        vectors = OnnxStudent(tmp, threads=1).encode(list(CHECK_SENTENCES), batch_size=4)
+        found = cosines(vectors, reference)
+        if config.quantize == "none" and not found.min() > FP32_MIN_COSINE:
+            raise UserError(f"the ONNX graph does not reproduce the torch student (min cosine "
+                            f"{found.min():.6f} <= {FP32_MIN_COSINE}); nothing written")
+        meta["check"] = {"against": "the torch student", "sentences": len(CHECK_SENTENCES),
+                         "min_cosine": round(float(found.min()), 7),
+                         "mean_cosine": round(float(found.mean()), 7)}
+        atomic_write_json(tmp / ONNX_META, meta)
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out=out, quantize=config.quantize, size_bytes=(out / ONNX_MODEL).stat().st_size,
+                        min_cosine=float(found.min()), mean_cosine=float(found.mean()),
+                        sentences=len(CHECK_SENTENCES))
+
+
+def _meta(student: StudentConfig, quantize: str, source: Path) -> dict[str, Any]:
+    from student.sentence import WEIGHTS_NAME
+
+    digest = hashlib.sha256((source / WEIGHTS_NAME).read_bytes()).hexdigest()
+    return {
+        "format": ONNX_FORMAT,
+        "format_version": ONNX_FORMAT_VERSION,
+        "model": ONNX_MODEL,
+        "tokenizer": TOKENIZER_FILE,
+        "max_length": student.max_length,
+        "pad_token_id": student.pad_token_id,
+        "dim": student.output_dim,
+        "normalize": student.normalize,
+        "quantize": quantize,
+        "opset": OPSET,
+        "inputs": {INPUT_IDS: "int64 (batch, length), padded with pad_token_id",
+                   LENGTHS: "int64 (batch,), real tokens per row"},
+        "output": {OUTPUT: "float32 (batch, dim)"},
+        "student": {key: value for key, value in dataclasses.asdict(student).items()
+                    if key not in ("dropout",)},
+        "source": {"directory": str(source), "weights_sha256": digest},
+    }
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``; an existing ``out`` (--overwrite) is moved aside
+    first and removed only once the new directory is in place."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name}")
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
