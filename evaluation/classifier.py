@@ -205,8 +205,9 @@ def read_meta(directory: str | Path) -> dict:
     return meta
 
 
-def load_classifier(directory: str | Path, device: str | torch.device | None = "cpu") -> Classifier:
-    """The classifier saved in ``directory`` by ``pipeline finetune``, ready to ``predict``."""
+def load_classifier(directory: str | Path, device: str | torch.device | None = None) -> Classifier:
+    """The classifier saved in ``directory`` by ``pipeline finetune``, ready to ``predict``
+    (on CUDA when there is one, unless ``device`` says otherwise)."""
     directory = Path(directory)
     meta = read_meta(directory)
     columns = Columns(**meta["columns"])

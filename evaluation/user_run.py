@@ -306,7 +306,7 @@ class PredictConfig:
     text_column: str | None = None  # None: the column the classifier was trained on
     text_pair_column: str | None = None
     batch_size: int = EvalConfig.batch_size
-    device: str | None = "cpu"
+    device: str | None = "auto"  # as finetune's: the same device reproduces its dev predictions
 
     def __post_init__(self) -> None:
         self.model, self.input, self.out = Path(self.model), Path(self.input), Path(self.out)
