@@ -101,12 +101,16 @@ def test_pairs_teacher_then_student_distilled_from_it_with_augmentation(
 def test_kd_teacher_auto_is_fine_tuned_once_and_cached(
         tmp_path, capsys, monkeypatch, tiny_teacher_dir, tiny_student_dir):
     args = ["--student", tiny_student_dir, "--kd-teacher", "auto", "--teacher", tiny_teacher_dir,
-            "--teacher-lr-grid", "1e-4", "--train", FIXTURES / "reviews.csv", "--lr-grid", "1e-2",
-            "--out", tmp_path / "m", *QUICK]
+            "--system", f"student:{tiny_student_dir}", "--teacher-lr-grid", "1e-4", "--train",
+            FIXTURES / "reviews.csv", "--lr-grid", "1e-2", "--out", tmp_path / "m", *QUICK]
     code, _, err = finetune(capsys, monkeypatch, *args)
     assert code == 0, err
     assert "fine-tuning the teacher" in err
     assert (tmp_path / "m.cache" / "finetuned-teacher" / "reviews" / "glue_model.json").is_file()
+    distilled, plain = json.loads((tmp_path / "m" / "results.json").read_text())["runs"]
+    assert distilled["system"].endswith("+kd") and not plain["system"].endswith("+kd")
+    # the same student, seed and rate: only the teacher's logits in the loss differ
+    assert [r["train_loss"] for r in distilled["history"]] != [r["train_loss"] for r in plain["history"]]
     first = json.loads((tmp_path / "m" / "classifier.json").read_text())["dev_metrics"]
     code, _, err = finetune(capsys, monkeypatch, *args)
     assert code == 0, err
@@ -183,6 +187,31 @@ def test_a_failed_run_keeps_the_previous_classifier_and_foreign_dirs_are_refused
                                  FIXTURES / "new_reviews.csv", "--out", tmp_path / "p.xlsx")
     assert_one_line_error(code, err, "unsupported output type")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_crash_while_saving_leaves_no_half_written_classifier(
+        tmp_path, capsys, monkeypatch, tiny_student_dir):
+    out = tmp_path / "model"
+    base = ["--student", tiny_student_dir, "--train", FIXTURES / "reviews.csv", "--out", out,
+            "--lr-grid", "1e-2", *QUICK]
+    code, _, err = finetune(capsys, monkeypatch, *base)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("evaluation.user_run.write_results", disk_full)
+    code, _, err = finetune(capsys, monkeypatch, *base, "--seeds", "2")
+    assert_one_line_error(code, err, "No space left on device", after_log=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.cache"]
+
+
+def test_the_saved_system_must_be_one_a_classifier_holds(tmp_path, capsys, monkeypatch):
+    code, _, err = finetune(capsys, monkeypatch, "--system", "model2vec", "--train",
+                            FIXTURES / "reviews.csv", "--out", tmp_path / "m", *QUICK)
+    assert_one_line_error(code, err, "--system model2vec", "put one first")
 
 
 def _epochs(records: list[dict]) -> list[tuple]:
