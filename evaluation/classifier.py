@@ -130,14 +130,15 @@ def check_output_dir(directory: Path) -> None:
                         "choose a new path")
 
 
-def save_classifier(model: TaskModel, task: GlueTask, kind: str, student_dir: Path | None,
-                    directory: Path, meta: dict, result: FinetuneResult,
+def save_classifier(model: TaskModel, task: GlueTask, student_dir: Path | None, directory: Path,
+                    meta: dict, result: FinetuneResult,
                     extra_files: Callable[[Path], None] = lambda folder: None) -> None:
     """Write the classifier to ``directory`` atomically (a finished directory or none at all).
 
-    ``kind`` is the backbone's: ``student`` (its architecture and tokenizer from
-    ``student_dir``) or ``teacher``. ``extra_files(folder)`` adds files before the rename.
+    The encoder is a student's (its architecture and tokenizer from ``student_dir``) or, when
+    ``student_dir`` is None, the teacher's. ``extra_files(folder)`` adds files before the rename.
     """
+    kind = "teacher" if student_dir is None else "student"
     directory = Path(directory)
     check_output_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ def save_classifier(model: TaskModel, task: GlueTask, kind: str, student_dir: Pa
         building.chmod(0o755)  # mkdtemp makes it 0700; the classifier is meant to be shared
         if kind == "teacher":
             save_finetuned_teacher(model, task, building / ENCODER_DIR, "", result)
-        elif kind in ("student", "scratch"):
+        else:
             from student import SentenceStudent, StudentConfig
             from student.tokenization import load_tokenizer
 
@@ -156,15 +157,13 @@ def save_classifier(model: TaskModel, task: GlueTask, kind: str, student_dir: Pa
             trained.save(building / ENCODER_DIR)
             save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
                       str(building / HEAD_FILE))
-        else:
-            raise UserError(f"cannot save a classifier of a {kind} system")
         extra_files(building)
         head = model.head
         atomic_write_json(building / CLASSIFIER_FILE, {
             "format": FORMAT, "version": VERSION, "task": task.name,
             "labels": None if task.labels is None else list(task.labels),
             "columns": {"text": task.train.text_a, "pair": task.train.text_b, "label": task.train.label},
-            "encoder": {"kind": "teacher" if kind == "teacher" else "student", "path": ENCODER_DIR},
+            "encoder": {"kind": kind, "path": ENCODER_DIR},
             "head": {"hidden": head.hidden, "num_outputs": head.num_outputs, "pair": head.pair,
                      "dropout": _head_dropout(head)},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -150,7 +150,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
     if any(spec.kd for spec in specs):
         kd_train = distillation_data(config, eval_config, data, train, device)
     runs: list[dict] = []
-    best: tuple[dict, TaskModel] | None = None
+    best: tuple[dict, TaskModel, FinetuneResult] | None = None
     for spec in specs:
         for seed in range(config.seeds):
             rows, targets = kd_train if spec.kd else (train, None)
@@ -162,9 +162,9 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
             _log(f"{spec.label} seed {seed}: dev score {result.score:.2f} "
                  f"({_metrics_text(result.dev_metrics)}; lr {rates['lr']:g}, epoch {result.best_epoch})")
             if spec is specs[0] and (best is None or result.score > best[0]["score"]):
-                best = (record, model)
+                best = (record, model, result)
             del model
-    record, model = best
+    record, model, result = best
     summary = summarize(runs, [spec.label for spec in specs])
     predictions = Predictions(predict(model, encode_split(model.backbone, dev), config.batch_size, device),
                               task.labels)
@@ -172,7 +172,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
         "task_type": task_type(task), "system": specs[0].label, "seed": record["seed"],
         "dev_metrics": record["metrics"], "dev_score": record["score"],
         "best_epoch": record["best_epoch"], "lr": record["lr"], "encoder_lr": record["encoder_lr"],
-        "train": str(config.train), "dev": str(config.dev) if config.dev else dev_source,
+        "train": str(config.train), "dev": str(dev_source),
         "train_rows": len(train), "dev_rows": len(dev),
         "settings": _settings(config), "command": config.command,
     }
@@ -182,10 +182,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
                     folder / "dev_predictions.csv")
         write_results(folder, task, summary, runs, meta)
 
-    kind = "student" if specs[0].kind != "teacher" else "teacher"
-    save_classifier(model, task, kind, specs[0].path, config.out, meta,
-                    FinetuneResult(record["best_epoch"], record["metrics"], record["score"]),
-                    extra_files)
+    save_classifier(model, task, specs[0].path, config.out, meta, result, extra_files)
     return FinetuneOutcome(config.out, task, runs, record, time.perf_counter() - started)
 
 
