@@ -8,6 +8,8 @@ A shard directory looks like::
       ...
       tokenizer/                        the teacher's tokenizer files (stage two tokenizes with them)
       teacher_input_embeddings.npy      the teacher's input word-embedding matrix, (V, D_emb) float32
+      teacher_contextual_embeddings.npy each token through the teacher alone, (V, D) float32
+      ood/                              optional out-of-domain sentences, a shard directory itself
       .work/                            plan and per-shard receipts of an unfinished run
 
 Every row holds: ``id`` (int64, global and contiguous), ``text`` (str), ``input_ids``
@@ -25,7 +27,10 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 EMBEDDINGS_FILE = "teacher_input_embeddings.npy"
+# Every vocabulary token through the teacher on its own (model2vec's pass): the default student init.
+CONTEXTUAL_FILE = "teacher_contextual_embeddings.npy"
 WORK_DIR = ".work"
+OOD_DIR = "ood"
 LOCK_NAME = ".lock"
 SHARD_METADATA_KEY = "sra_shard"
 SPLIT = "train"

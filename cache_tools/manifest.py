@@ -59,6 +59,11 @@ class Manifest:
     embedding_dim: int = 0
     tokenizer_dir: str = TOKENIZER_DIR
     embeddings_file: str = EMBEDDINGS_FILE
+    # Absent ("") in directories written before it existed: rerun the same encode command to add it.
+    contextual_file: str = ""
+    contextual_sha256: str = ""
+    # The out-of-domain sentence set (a shard directory under OUT/ood): {"dir", "num_rows", ...}.
+    ood: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     encode_seconds: float = 0.0
     format_version: int = FORMAT_VERSION

@@ -131,11 +131,29 @@ class ShardDirectory:
     def embeddings_path(self) -> Path:
         return self.path / self.manifest.embeddings_file
 
-    def load_embeddings(self) -> np.ndarray:
-        """The teacher's input word-embedding matrix, (V, D_emb) float32."""
-        if not self.embeddings_path.is_file():
-            raise ShardError(f"{self.embeddings_path}: missing teacher embedding matrix")
-        return np.load(self.embeddings_path, mmap_mode="r")
+    def load_embeddings(self, kind: str = "input") -> np.ndarray:
+        """A token-embedding matrix (memory-mapped float32): ``input``, the teacher's input word
+        embeddings (V, D_emb), or ``contextual``, every token through the teacher alone (V, D)."""
+        if kind == "contextual":
+            if not self.manifest.contextual_file:
+                raise ShardError(
+                    f"{self.path}: no contextual token embeddings (written before they existed); "
+                    "rerun the same `pipeline encode` command to add them, or pass "
+                    "--init-embeddings teacher"
+                )
+            path = self.path / self.manifest.contextual_file
+        else:
+            path = self.embeddings_path
+        if not path.is_file():
+            raise ShardError(f"{path}: missing teacher embedding matrix")
+        return np.load(path, mmap_mode="r")
+
+    @property
+    def ood_directory(self) -> ShardDirectory | None:
+        """The out-of-domain sentences encoded beside the corpus (``encode --ood-corpus``)."""
+        if not self.manifest.ood:
+            return None
+        return ShardDirectory(self.path / self.manifest.ood["dir"])
 
     def read(self, index: int, with_text: bool = False) -> ShardData:
         return read_shard(self.shard_paths[index], with_text=with_text)

@@ -58,6 +58,11 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
         expected_id += info.num_rows
     if expected_id != manifest.num_rows:
         raise ShardError(f"manifest totals {manifest.num_rows} rows, shards hold {expected_id}")
+    if manifest.ood:
+        ood = shards.ood_directory
+        if ood.manifest.settings_fingerprint != manifest.ood.get("settings_fingerprint"):
+            raise ShardError(f"{ood.path}: written by a different encode run than its parent")
+        verify_directory(ood.path, full)
     return VerifyReport(len(manifest.shards), manifest.num_rows, manifest.num_bytes, full)
 
 
@@ -132,7 +137,27 @@ def _check_sidecars(shards: ShardDirectory, full: bool) -> int:
                          f"{manifest.embedding_dim}) float32")
     if full and not np.isfinite(matrix).all():
         raise ShardError(f"{path}: NaN or Inf in the embedding matrix")
+    if manifest.contextual_file:
+        _check_contextual(shards.path / manifest.contextual_file, manifest, int(matrix.shape[0]), full)
     return int(matrix.shape[0])
+
+
+def _check_contextual(path: Path, manifest: Manifest, vocab_rows: int, full: bool) -> None:
+    """The contextual token matrix: present, (V, dim) float32 like the vocabulary; in full, its
+    sha256 as recorded and finite."""
+    if not path.is_file():
+        raise ShardError(f"{path}: contextual embedding matrix listed in the manifest but missing")
+    try:
+        matrix = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"{path}: unreadable embedding matrix ({exc})") from None
+    if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape != (vocab_rows, manifest.dim):
+        raise ShardError(f"{path}: shape {matrix.shape} {matrix.dtype}, expected ({vocab_rows}, "
+                         f"{manifest.dim}) float32")
+    if full and sha256_file(path) != manifest.contextual_sha256:
+        raise ShardError(f"{path}: sha256 mismatch (corrupt contextual embedding matrix)")
+    if full and not np.isfinite(matrix).all():
+        raise ShardError(f"{path}: NaN or Inf in the embedding matrix")
 
 
 def _arrow_rows(path: Path, manifest: Manifest) -> int:

@@ -12,6 +12,7 @@ The run has three steps, each resumable:
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -26,20 +27,24 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from cache_tools.format import (
+    CONTEXTUAL_FILE,
     DTYPES,
     EMBEDDINGS_FILE,
     FORMATS,
     LOCK_NAME,
     MANIFEST_NAME,
+    OOD_DIR,
     TOKENIZER_DIR,
     WORK_DIR,
     parse_shard_name,
 )
 from cache_tools.manifest import (
     Manifest,
+    atomic_write_bytes,
     atomic_write_json,
     fingerprint,
     read_manifest,
+    sha256_file,
     write_manifest,
 )
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
@@ -73,6 +78,12 @@ class EncodeConfig:
     overwrite: bool = False
     progress: bool = True
     command: str = ""
+    # Out-of-domain sentences (e.g. GLUE dev sentences) encoded into OUT/ood, never trained on:
+    # train-student reports the student's cosine to the teacher on them.
+    ood: list[str] = field(default_factory=list)
+    ood_text_column: str | None = None
+    ood_limit: int = 2000
+    is_ood: bool = False  # set internally: this run writes the OUT/ood of another run
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -80,7 +91,7 @@ class EncodeConfig:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("shard_size", "batch_size", "max_tokens"):
+        for name in ("shard_size", "batch_size", "max_tokens", "ood_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
@@ -204,11 +215,11 @@ def run_encode(config: EncodeConfig, ctx: DistContext | None = None) -> EncodeRe
             lock.release()
 
 
-def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
+def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None = None) -> EncodeResult:
     started = time.perf_counter()
     out, work = config.out, config.out / WORK_DIR
-    teacher = Teacher(config.teacher, config.pooling, config.layer, config.max_length,
-                      ctx.device(config.device))
+    teacher = teacher or Teacher(config.teacher, config.pooling, config.layer, config.max_length,
+                                 ctx.device(config.device))
     # Rank 0 resolves the sources (`wiki` is a network probe) and every rank uses its answer.
     corpus, refusal = ctx.broadcast(_resolve_or_refusal(config) if ctx.is_main else None)
     if refusal is not None:
@@ -232,7 +243,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
         try:
             _claim_directory(out, work, settings_fp, config.overwrite)
             build_plan(corpus, work, config.progress)
-            _write_sidecars(out, teacher)
+            _write_sidecars(out, teacher, contextual=not config.is_ood)
         except UserError as exc:
             failure = exc
     if not ctx.all_ok(failure is None):
@@ -270,16 +281,33 @@ def _run_locked(config: EncodeConfig, ctx: DistContext) -> EncodeResult:
     progress.bar.close()
     encode_seconds = time.perf_counter() - progress.started
     ctx.barrier()  # every rank's shards are in place
+    ood = _encode_ood(config, teacher, ctx) if config.ood else {}
     if ctx.is_main:
-        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started)
+        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started, ood)
     ctx.barrier()
     return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
                         time.perf_counter() - started, ctx.rank)
 
 
+def _encode_ood(config: EncodeConfig, teacher: Teacher, ctx: DistContext) -> dict:
+    """The out-of-domain sentences, encoded like the corpus into OUT/ood (a complete shard
+    directory of its own, resumable, written before the main manifest)."""
+    corpus = CorpusConfig(sources=list(config.ood), text_column=config.ood_text_column,
+                          min_words=config.corpus.min_words, max_words=config.corpus.max_words,
+                          limit=config.ood_limit)
+    ood_config = replace(config, out=config.out / OOD_DIR, corpus=corpus, ood=[],
+                         shard_size=config.ood_limit, is_ood=True)
+    (config.out / OOD_DIR).mkdir(exist_ok=True)
+    result = _run_locked(ood_config, ctx, teacher)
+    m = result.manifest
+    return {"dir": OOD_DIR, "num_rows": m.num_rows, "settings_fingerprint": m.settings_fingerprint,
+            "sources": [s["source"] for s in m.corpus.get("sources", [])]}
+
+
 def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, settings_fp: str,
-                          plan_info: dict, shards: ShardedMap, started: float) -> None:
+                          plan_info: dict, shards: ShardedMap, started: float, ood: dict) -> None:
     infos = shards.receipts()
+    contextual = config.out / CONTEXTUAL_FILE
     manifest = Manifest(
         teacher=teacher.name,
         teacher_fingerprint=settings["teacher_fingerprint"],
@@ -301,6 +329,9 @@ def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict
         command=config.command,
         vocab_size=int(teacher.tokenizer.vocab_size),
         embedding_dim=int(teacher.model.get_input_embeddings().weight.shape[1]),
+        contextual_file=CONTEXTUAL_FILE if contextual.is_file() else "",
+        contextual_sha256=sha256_file(contextual) if contextual.is_file() else "",
+        ood=ood,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         encode_seconds=round(time.perf_counter() - started, 2),
     )
@@ -362,7 +393,8 @@ def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -
 def _clear(out: Path) -> None:
     for path in out.iterdir():
         if parse_shard_name(path.name) or _TEMPORARY.search(path.name) \
-                or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, WORK_DIR, TOKENIZER_DIR}:
+                or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, CONTEXTUAL_FILE, WORK_DIR, TOKENIZER_DIR,
+                                 OOD_DIR}:
             _remove(path)
 
 
@@ -373,8 +405,10 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write_sidecars(out: Path, teacher: Teacher) -> None:
-    """Tokenizer files and the input embedding matrix: what stage two needs instead of the teacher."""
+def _write_sidecars(out: Path, teacher: Teacher, contextual: bool = True) -> None:
+    """Tokenizer files and the embedding matrices (input; contextual unless ``contextual`` is
+    False): what stage two needs instead of the teacher. A rerun of encode on a directory written
+    before the contextual matrix existed adds it."""
     tokenizer_dir = out / TOKENIZER_DIR
     if not (tokenizer_dir / "tokenizer.json").is_file():
         tmp = out / f"{TOKENIZER_DIR}.tmp"
@@ -387,3 +421,12 @@ def _write_sidecars(out: Path, teacher: Teacher) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, teacher.input_embeddings())
         tmp.replace(embeddings)
+    if contextual and not (out / CONTEXTUAL_FILE).is_file():
+        matrix = teacher.contextual_embeddings()
+        atomic_write_bytes(out / CONTEXTUAL_FILE, _npy_bytes(matrix))
+
+
+def _npy_bytes(matrix: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, matrix)
+    return buffer.getvalue()

@@ -41,9 +41,17 @@ from pipeline.encode import EncodeConfig, run_encode
               help="Token budget per batch (batch size x padded length).")
 @click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other settings.")
+@click.option("--ood-corpus", "ood", multiple=True,
+              help="Out-of-domain sentences (e.g. GLUE dev files), read like --corpus and encoded into "
+                   "OUT/ood; never trained on: train-student reports the cosine to the teacher there. "
+                   "Repeatable.")
+@click.option("--ood-text-column", default=None, help="--text-column for the --ood-corpus files.")
+@click.option("--ood-limit", type=int, default=EncodeConfig.ood_limit, show_default=True,
+              help="Keep at most N out-of-domain sentences.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_words, max_words,
-           limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, quiet):
+           limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, ood,
+           ood_text_column, ood_limit, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
         out=out,
@@ -52,6 +60,7 @@ def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_wo
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
         device=device, overwrite=overwrite, progress=not quiet,
+        ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_encode(config)
@@ -77,6 +86,10 @@ def shards_info(directory: Path) -> None:
         f" sentences (short {stats.get('too_short', 0)}, long {stats.get('too_long', 0)}, "
         f"duplicate {stats.get('duplicates', 0)}, markup lines {stats.get('markup_lines', 0)}, "
         f"bad UTF-8 lines {stats.get('invalid_utf8_lines', 0)})",
+        f"init        input embeddings, contextual "
+        f"{'yes' if m.contextual_file else 'no (rerun the encode command to add it)'}",
+        f"ood         {m.ood.get('num_rows', 0)} out-of-domain sentences"
+        + (f" from {', '.join(map(str, m.ood.get('sources', [])))}" if m.ood else ""),
         f"created     {m.created} in {m.encode_seconds:.1f}s",
         f"command     {m.command}",
     ]

@@ -148,6 +148,24 @@ class Teacher:
         weight = self.model.get_input_embeddings().weight
         return weight.detach().float().cpu().numpy()
 
+    def contextual_embeddings(self, batch_size: int = 512) -> np.ndarray:
+        """Every vocabulary token run through the teacher on its own (``[CLS] token [SEP]``),
+        pooled the teacher's way (its pooling and layer, not normalised), (V, D) float32: the
+        vocabulary pass of model2vec. Rescaled to the spread of the input embeddings, so that a
+        student initialised from it sees inputs of the usual magnitude."""
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        if cls_id is None or sep_id is None:
+            raise UserError(f"teacher {self.name!r} has no [CLS]/[SEP] tokens for the vocabulary pass")
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        normalize, self.normalize = self.normalize, False
+        try:
+            matrix = self.encode_tokenized([[cls_id, token, sep_id] for token in range(vocab)],
+                                           batch_size=batch_size, max_tokens=3 * batch_size)
+        finally:
+            self.normalize = normalize
+        spread = float(self.input_embeddings().std()) / max(float(matrix.std()), 1e-12)
+        return matrix * np.float32(spread)
+
     def save_tokenizer(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
 
