@@ -48,7 +48,10 @@ def _weights(ctx, param, value: str | None) -> list[float] | None:
               help="Token limit incl. special tokens [default: the teacher's, from the manifest].")
 @click.option("--init-embeddings", type=click.Choice(INIT_EMBEDDINGS),
               default=_default("init_embeddings"),
-              help="Start from the teacher's input embeddings, or random (ablation).")
+              help="Token embeddings to start from: each token through the teacher alone "
+                   "(contextual), the teacher's input embeddings, or random (ablation).")
+@click.option("--freeze-embeddings/--train-embeddings", default=_default("freeze_embeddings"),
+              help="Keep the initial token embeddings fixed (a much cheaper step).")
 @click.option("--loss", default=_default("loss"),
               help="SRA loss: mse, cosine, or parts joined with '+' (mse+cosine).")
 @click.option("--loss-weights", callback=_weights, help="Weights of the loss parts, e.g. 1,1.")

@@ -11,7 +11,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def agreement(student: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
+def agreement(student: np.ndarray, teacher: np.ndarray, prefix: str = "val") -> dict[str, float]:
     """Mean cosine, MSE, and the Spearman correlation of the two models' pairwise cosines.
 
     The Spearman figure asks whether the student ranks sentence pairs by similarity as the
@@ -21,11 +21,11 @@ def agreement(student: np.ndarray, teacher: np.ndarray) -> dict[str, float]:
     teacher = np.asarray(teacher, dtype=np.float64)
     s_unit, t_unit = _unit(student), _unit(teacher)
     metrics = {
-        "val_cosine": float((s_unit * t_unit).sum(axis=1).mean()),
-        "val_mse": float(((student - teacher) ** 2).mean()),
+        f"{prefix}_cosine": float((s_unit * t_unit).sum(axis=1).mean()),
+        f"{prefix}_mse": float(((student - teacher) ** 2).mean()),
     }
     if len(student) >= 3:
         upper = np.triu_indices(len(student), k=1)
         rho = spearmanr((s_unit @ s_unit.T)[upper], (t_unit @ t_unit.T)[upper]).statistic
-        metrics["val_spearman"] = float(rho) if np.isfinite(rho) else 0.0
+        metrics[f"{prefix}_spearman"] = float(rho) if np.isfinite(rho) else 0.0
     return metrics

@@ -101,15 +101,18 @@ class Trainer:
         self.ctx = ctx or init_distributed()
         self.out = Path(config.out)
         self.corpus = ShardCorpus(config.shards, config.verify)
-        embeddings = self.corpus.directories[0].load_embeddings()
+        kind = "input" if config.init_embeddings in ("teacher", "random") else config.init_embeddings
+        embeddings = self.corpus.directories[0].load_embeddings(kind)  # (V, D_emb)
         self.student_config = student_config(config, self.corpus, embeddings)
         self.device = resolve_device(self.ctx.device(config.device))
         self.loss = SRALoss(config.loss, config.loss_weights)
 
         torch.manual_seed(config.seed)
         self.model = StudentEncoder(self.student_config)
-        if config.init_embeddings == "teacher":
+        if config.init_embeddings != "random":
             self.model.init_embeddings(embeddings, seed=config.seed)
+        if config.freeze_embeddings:
+            self.model.embedding.weight.requires_grad_(False)
         self.model.to(self.device)
         self.forward_model = self.model  # the module that trains: DDP-wrapped under torchrun
         if self.ctx.enabled:
@@ -134,6 +137,7 @@ class Trainer:
                        else max(1, self.total_steps // 50))
         self.min_lr = config.min_lr if config.min_lr is not None else config.lr / 10
         self.validation = self._validation_batches()
+        self.ood = self._ood_batches()
 
         self.step = 0
         self.epoch = 0
@@ -148,10 +152,22 @@ class Trainer:
         return self.corpus.rows(rows, self.student_config.max_length, self.student_config.pad_token_id)
 
     def _validation_batches(self) -> list[Batch]:
-        rows = self.split.validation
-        rows = rows[np.argsort(self.corpus.lengths[rows], kind="stable")]
+        return self._batches_of(self.corpus, self.split.validation)
+
+    def _batches_of(self, corpus: ShardCorpus, rows: np.ndarray) -> list[Batch]:
+        rows = rows[np.argsort(corpus.lengths[rows], kind="stable")]
         size = self.config.batch_size
-        return [self._batch(rows[i : i + size]) for i in range(0, len(rows), size)]
+        max_length, pad_id = self.student_config.max_length, self.student_config.pad_token_id
+        return [corpus.rows(rows[i : i + size], max_length, pad_id) for i in range(0, len(rows), size)]
+
+    def _ood_batches(self) -> list[Batch]:
+        """The out-of-domain sentences encoded beside the first shard directory (``encode
+        --ood-corpus``): never trained on, so a student that only fits its corpus shows here."""
+        ood = self.corpus.directories[0].ood_directory
+        if ood is None or not self.ctx.is_main:
+            return []
+        corpus = ShardCorpus([ood.path], self.config.verify)
+        return self._batches_of(corpus, np.arange(corpus.num_rows))
 
     # -- checkpoints -------------------------------------------------------------------------
     def _checkpoint_state(self) -> dict[str, Any]:
@@ -226,19 +242,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Agreement with the teacher on held-out (``val_*``) and out-of-domain (``ood_*``) rows."""
         if not self.ctx.is_main:
             return {}
         self.model.eval()
-        outputs, targets = [], []
-        for batch in self.validation:
-            with autocast_context(self.device):
-                vectors = self.model(batch.input_ids.to(self.device), batch.lengths)
-            outputs.append(vectors.float().cpu().numpy())
-            targets.append(batch.targets.numpy())
+        metrics: dict[str, float] = {}
+        for prefix, batches in (("val", self.validation), ("ood", self.ood)):
+            outputs, targets = [], []
+            for batch in batches:
+                with autocast_context(self.device):
+                    vectors = self.model(batch.input_ids.to(self.device), batch.lengths)
+                outputs.append(vectors.float().cpu().numpy())
+                targets.append(batch.targets.numpy())
+            if outputs:
+                metrics.update(agreement(np.concatenate(outputs), np.concatenate(targets), prefix))
         self.model.train()
-        if not outputs:
-            return {}
-        return agreement(np.concatenate(outputs), np.concatenate(targets))
+        return metrics
 
     # -- training ----------------------------------------------------------------------------
     def local_rows(self, rows: np.ndarray) -> tuple[np.ndarray, float]:
