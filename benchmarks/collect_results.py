@@ -67,8 +67,10 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
         if len(result["tasks"]) < len(order):  # an average over fewer tasks is not comparable
             result["average"] = None
     first = next(iter(configs.values()))
+    # the grid (glue-eval since issue 12) as the per-task runs used it; absent in older runs
+    grids = {k: first[k] for k in ("lr_grid", "teacher_lr_grid", "teacher_head_lr") if k in first}
     write_results(out / "glue", summary, order, {}, {
-        "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"),
+        "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"), **grids,
         "per_task_config": configs})
     if "WNLI" in order and len(order) > 1:
         append_average_without_wnli(out / "glue", runs, systems, [t for t in order if t != "WNLI"])

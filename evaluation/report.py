@@ -139,16 +139,20 @@ def protocol(config: dict, probe: bool) -> str:
                 f"regularisation C (ridge: 1/C) is chosen on dev from {config.get('probe_c_grid')}. "
                 "Choosing on the dev set that is reported flatters every row alike (GLUE test "
                 "labels are hidden).")
-    grid = ", ".join(f"{r:g}" for r in config.get("lr_grid") or [])
+    if not config.get("lr_grid"):  # results of a run from before the grid: one rate each
+        return ("Protocol: each system is fine-tuned with one learning rate; each run's epoch is "
+                "picked on the dev set that is reported (GLUE test labels are hidden), the usual "
+                "GLUE-dev practice, which flatters every row alike.")
+    grid = ", ".join(f"{r:g}" for r in config["lr_grid"])
     teacher_grid = ", ".join(f"{r:g}" for r in config.get("teacher_lr_grid") or [])
     text = ("Protocol: each system (encoder + MLP head) is fine-tuned once per learning rate, a fresh "
             "model with the same seed each time; the rate whose best epoch scores highest on dev is "
-            "kept and that epoch's score reported (the rates chosen are listed below). ")
-    if grid:
-        text += (f"Rates: {grid} for the whole model (students, scratch, embeddings, model2vec)"
-                 + (f"; the teacher's transformer {teacher_grid} with its head at "
-                    f"{config.get('teacher_head_lr', 0):g}" if teacher_grid else "") + ". ")
-    return text + ("Selecting epoch and rate on the dev set that is reported is the usual GLUE-dev "
+            "kept and that epoch's score reported (the rates chosen are listed below). "
+            f"Rates: {grid} for the whole model (students, scratch, embeddings, model2vec)")
+    if teacher_grid:
+        text += (f"; the teacher's transformer {teacher_grid} with its head at "
+                 f"{config.get('teacher_head_lr', 0):g}")
+    return text + (". Selecting epoch and rate on the dev set that is reported is the usual GLUE-dev "
                    "practice (test labels are hidden); it flatters every row alike.")
 
 

@@ -92,7 +92,8 @@ def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalRes
         teacher_train = training_subset(data.train, config.teacher_cap)
         rows[name] = {"available": len(data.train), "systems": len(train), "teacher": len(teacher_train)}
         skipped = f", {data.train.skipped} malformed rows skipped" if data.train.skipped else ""
-        teacher_rows = f" ({len(teacher_train)} for the teacher)" if teacher_train is not train else ""
+        teacher_rows = (f" ({len(teacher_train)} for the teacher)"
+                        if len(teacher_train) != len(train) else "")
         _log(f"{name}: {len(train)} training rows{teacher_rows}{skipped}, dev sizes "
              f"{[len(d) for d in data.dev.values()]} ({data.source})")
         if name == "STS-B" and ctx.is_main:

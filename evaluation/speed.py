@@ -3,7 +3,8 @@
 The speed is measured inside the run on one fixed set of sentences (the first ``SPEED_SENTENCES``
 dev sentences of the first task, both sides of a pair), in batches of ``SPEED_BATCH`` on the CPU:
 tokenization and the encoder's forward pass, without the head (it costs the same for every
-system). A ``+kd`` system has its base system's encoder, so it shares its speed.
+system). A ``+kd`` system has its base system's encoder, so it shares its speed. The numbers are
+only as steady as the CPU: another process's load slows every pass it overlaps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from evaluation.systems import SystemSpec, build_model
 
 SPEED_SENTENCES = 512
 SPEED_BATCH = 64
+SPEED_REPEATS = 2
 PARETO_FILE = "pareto.png"
 
 
@@ -36,42 +38,43 @@ def speed_sentences(data: TaskData) -> list[str]:
 
 
 @torch.inference_mode()
-def sentences_per_second(backbone: Backbone, texts: Sequence[str], batch_size: int = SPEED_BATCH,
-                         repeats: int = 2) -> float:
-    """The best of ``repeats`` timed passes over ``texts`` (tokenize + encode), after a warm-up
-    batch; the best, because a shared CPU only ever makes a pass slower."""
+def seconds_per_pass(backbone: Backbone, texts: Sequence[str], batch_size: int = SPEED_BATCH) -> float:
+    """One timed pass over ``texts``: tokenize and encode, batch by batch, on the CPU."""
     backbone.eval().to("cpu")
-
-    def one_pass() -> None:
-        for start in range(0, len(texts), batch_size):
-            ids, lengths = pad_batch(backbone.tokenize(texts[start : start + batch_size]),
-                                     backbone.pad_id)
-            backbone(ids, lengths)  # (B, D)
-
-    ids, lengths = pad_batch(backbone.tokenize(texts[:batch_size]), backbone.pad_id)
-    backbone(ids, lengths)  # warm-up: first-call allocations
-    best = np.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        one_pass()
-        best = min(best, time.perf_counter() - started)
-    return len(texts) / max(best, 1e-9)
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        ids, lengths = pad_batch(backbone.tokenize(texts[start : start + batch_size]), backbone.pad_id)
+        backbone(ids, lengths)  # (B, D)
+    return time.perf_counter() - started
 
 
 def measure_speeds(specs: Sequence[SystemSpec], data: TaskData, config: EvalConfig,
-                   log: Callable[[str], None]) -> dict[str, float]:
-    """Sentences/s of every system's encoder on the CPU, by system label."""
+                   log: Callable[[str], None], repeats: int = SPEED_REPEATS) -> dict[str, float]:
+    """Sentences/s of every system's encoder on the CPU, by system label.
+
+    The systems take turns: an untimed pass each (one-off costs such as kernel set-up for each
+    batch shape, which the first system would otherwise pay for all), then ``repeats`` rounds of
+    one timed pass each; a system's speed is its best pass, because a shared CPU only ever makes
+    a pass slower, and taking turns spreads the other load over all systems alike.
+    """
     texts = speed_sentences(data)
-    speeds: dict[str, float] = {}
-    measured: dict[tuple, float] = {}
+    encoders: dict[tuple, Backbone] = {}
     for spec in specs:
         key = (spec.kind, spec.path)
-        if key not in measured:
-            backbone = build_model(spec, data.task, config, seed=0).backbone
-            measured[key] = sentences_per_second(backbone, texts)
-            log(f"speed {spec.label}: {measured[key]:,.0f} sentences/s "
+        if key not in encoders:
+            encoders[key] = build_model(spec, data.task, config, seed=0).backbone
+    best = dict.fromkeys(encoders, np.inf)
+    for round_ in range(repeats + 1):
+        for key, backbone in encoders.items():
+            seconds = seconds_per_pass(backbone, texts)
+            if round_:  # round 0 is the warm-up
+                best[key] = min(best[key], seconds)
+    speeds: dict[str, float] = {}
+    for spec in specs:
+        speeds[spec.label] = round(len(texts) / max(best[(spec.kind, spec.path)], 1e-9), 1)
+        if not spec.kd:
+            log(f"speed {spec.label}: {speeds[spec.label]:,.0f} sentences/s "
                 f"(CPU, batch {SPEED_BATCH}, {torch.get_num_threads()} threads)")
-        speeds[spec.label] = round(measured[key], 1)
     return speeds
 
 
