@@ -7,9 +7,9 @@ A system spec is ``KIND[:DIR][+kd]``:
                       without DIR, the first ``student:DIR`` given, else the default student
                       architecture (train-student's defaults) with the teacher's tokenizer
 - ``embeddings:DIR``  DIR's architecture and tokenizer with the token embeddings a student starts
-                      SRA training from (the matrix of DIR's shard directory, as train-student
-                      initialises it) and everything else random: what the teacher's token vectors
-                      alone give, without SRA
+                      SRA training from (the input or contextual matrix of DIR's shard directory,
+                      as train-student initialised DIR) and everything else random: what the
+                      teacher's token vectors alone give, without SRA
 - ``model2vec``       the teacher distilled into static token vectors by the model2vec library
                       (mean pooling); its embedding table is fine-tuned with the same head
 - ``teacher``         the teacher (``--teacher``) with its pooling and the same head type
@@ -134,8 +134,10 @@ def resolve_systems(texts: list[str]) -> list[SystemSpec]:
 
 
 def student_shards(directory: Path):
-    """The (first) shard directory a saved student was trained from, with its training seed:
-    the source of the ``embeddings:DIR`` system's token embeddings."""
+    """The (first) shard directory a saved student was trained from, its training seed and the
+    matrix it started from (``input`` or ``contextual``, as train-student picks it from
+    ``--init-embeddings``): the source of the ``embeddings:DIR`` system's token embeddings. A
+    student started from random embeddings gets the teacher's input embeddings."""
     from cache_tools.format import ShardError
     from cache_tools.manifest import read_json_object
     from cache_tools.reader import ShardDirectory
@@ -148,8 +150,10 @@ def student_shards(directory: Path):
     shards = train.get("shards") or []
     if not shards:
         raise UserError(f"{summary_path}: names no shard directory")
+    init = train.get("init_embeddings", "teacher")  # "teacher" before the contextual matrix existed
+    kind = "input" if init in ("teacher", "random") else init
     try:
-        return ShardDirectory(shards[0]), int(train.get("seed", 0))
+        return ShardDirectory(shards[0]), int(train.get("seed", 0)), kind
     except ShardError as exc:
         raise UserError(f"embeddings:{directory}: its shard directory {shards[0]} is not "
                         f"readable ({exc})") from None
@@ -179,9 +183,9 @@ def _backbone(spec: SystemSpec, config: EvalConfig) -> Backbone:
     if spec.kind == "scratch":
         student = SentenceStudent(StudentEncoder(student.config), student.tokenizer, student.config)
     elif spec.kind == "embeddings":
-        shards, seed = student_shards(spec.path)
+        shards, seed, kind = student_shards(spec.path)
         encoder = StudentEncoder(student.config)  # random LSTM and projection (seeded by the run)
-        encoder.init_embeddings(shards.load_embeddings(), seed=seed)  # as train-student does
+        encoder.init_embeddings(shards.load_embeddings(kind), seed=seed)  # as train-student does
         student = SentenceStudent(encoder, student.tokenizer, student.config)
     return StudentBackbone(student)
 

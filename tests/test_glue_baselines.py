@@ -112,22 +112,24 @@ def test_model2vec_backbone_is_model2vecs_mean_pooling(tmp_path, tiny_teacher_di
     assert not any("distilling" in m for m in messages)
 
 
-def test_embeddings_system_takes_the_shards_matrix_and_nothing_else(tmp_path, tiny_shards,
-                                                                  tiny_teacher_dir):
+@pytest.mark.parametrize("init, matrix", [("contextual", "contextual"), ("teacher", "input")])
+def test_embeddings_system_takes_the_shards_matrix_and_nothing_else(init, matrix, tmp_path,
+                                                                  tiny_shards, tiny_teacher_dir):
     from cache_tools.reader import ShardDirectory
     from student import StudentEncoder, TrainConfig, load_student
     from student.train import run_train_student
 
     student_dir = tmp_path / "student"
     run_train_student(TrainConfig(shards=[str(tiny_shards)], out=str(student_dir), hidden=16,
-                                  batch_size=32, heldout=0.1, max_steps=2, progress=False))
+                                  batch_size=32, heldout=0.1, max_steps=2, progress=False,
+                                  init_embeddings=init))
     config = EvalConfig(out=tmp_path / "out", systems=[f"embeddings:{student_dir}"],
                         glue_dir=FIXTURES, teacher=str(tiny_teacher_dir))
     task = load_task("SST-2", FIXTURES).task
     spec = SystemSpec(f"embeddings:{student_dir}", "embeddings", student_dir, False)
     encoder = build_model(spec, task, config, seed=3).backbone.encoder
     fresh = StudentEncoder(encoder.config)
-    fresh.init_embeddings(ShardDirectory(tiny_shards).load_embeddings(), seed=0)
+    fresh.init_embeddings(ShardDirectory(tiny_shards).load_embeddings(matrix), seed=0)
     torch.testing.assert_close(encoder.embedding.weight, fresh.embedding.weight)
     trained = load_student(student_dir).model
     assert not torch.equal(encoder.lstm.weight_ih_l0, trained.lstm.weight_ih_l0)  # no SRA weights
