@@ -145,18 +145,18 @@ class GridResult:
 
 class FreshModels:
     """``build_model`` for :func:`finetune_grid` whose first model is built now, so the caller
-    can tokenize with its backbone; later calls build afresh. ``build_model`` must seed itself,
-    so that the first model equals a fresh one."""
+    can tokenize with ``first.backbone`` before the grid; the first call hands that model over
+    (and lets go of it, so a worse point's weights are not kept), later calls build afresh.
+    ``build_model`` must seed itself, so that the first model equals a fresh one."""
 
     def __init__(self, build_model: Callable[[], TaskModel]):
         self.build_model = build_model
-        self.first: TaskModel = build_model()
-        self._unused = True
+        self.first: TaskModel | None = build_model()
 
     def __call__(self) -> TaskModel:
-        if self._unused:
-            self._unused = False
-            return self.first
+        if self.first is not None:
+            model, self.first = self.first, None
+            return model
         return self.build_model()
 
 

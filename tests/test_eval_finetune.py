@@ -24,6 +24,7 @@ from evaluation.config import EvalConfig
 from evaluation.finetune import (
     Encoded,
     FinetuneResult,
+    FreshModels,
     TrainSettings,
     encode_split,
     evaluate,
@@ -130,6 +131,16 @@ def test_grid_keeps_the_dev_best_rate_and_records_every_point():
     # the kept model holds the chosen point's best weights
     assert evaluate(grid.model, task, dev, 8, CPU)["acc"] == grid.result.dev_metrics["acc"]
     assert settings.lr == TrainSettings().lr  # the caller's settings are not touched
+
+
+def test_fresh_models_hands_over_the_first_model_once():
+    task = TASKS["SST-2"]
+    build = FreshModels(lambda: stand_in_model(task))
+    first = build.first
+    assert build() is first and build.first is None  # not kept once handed over
+    again = build()
+    assert again is not first
+    torch.testing.assert_close(again.state_dict(), first.state_dict())  # seeded: equal weights
 
 
 def test_grid_crosses_encoder_rates_and_ties_go_to_the_first_point():
