@@ -29,6 +29,8 @@ TOKENIZER_DIR = "tokenizer"
 EMBEDDINGS_FILE = "teacher_input_embeddings.npy"
 # Every vocabulary token through the teacher on its own (model2vec's pass): the default student init.
 CONTEXTUAL_FILE = "teacher_contextual_embeddings.npy"
+# With `encode --augment N`: the source row of every row (int64); an original is its own source.
+AUGMENT_FILE = "augment_sources.npy"
 WORK_DIR = ".work"
 OOD_DIR = "ood"
 LOCK_NAME = ".lock"

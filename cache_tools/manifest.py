@@ -64,6 +64,8 @@ class Manifest:
     contextual_sha256: str = ""
     # The out-of-domain sentence set (a shard directory under OUT/ood): {"dir", "num_rows", ...}.
     ood: dict[str, Any] = field(default_factory=dict)
+    # `encode --augment N`: {"variants": N, "file": AUGMENT_FILE, "sha256": ...}; empty without.
+    augment: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     encode_seconds: float = 0.0
     format_version: int = FORMAT_VERSION

@@ -148,6 +148,12 @@ class ShardDirectory:
             raise ShardError(f"{path}: missing teacher embedding matrix")
         return np.load(path, mmap_mode="r")
 
+    def source_ids(self) -> np.ndarray:
+        """(N,) int64: the row each row was made from (``encode --augment``); else each its own."""
+        if not self.manifest.augment:
+            return np.arange(self.manifest.num_rows, dtype=np.int64)
+        return np.load(self.path / self.manifest.augment["file"])
+
     @property
     def ood_directory(self) -> ShardDirectory | None:
         """The out-of-domain sentences encoded beside the corpus (``encode --ood-corpus``)."""

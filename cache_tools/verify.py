@@ -58,6 +58,8 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
         expected_id += info.num_rows
     if expected_id != manifest.num_rows:
         raise ShardError(f"manifest totals {manifest.num_rows} rows, shards hold {expected_id}")
+    if manifest.augment:
+        _check_sources(shards.path / manifest.augment["file"], manifest, full)
     if manifest.ood:
         ood = shards.ood_directory
         if ood.manifest.settings_fingerprint != manifest.ood.get("settings_fingerprint"):
@@ -140,6 +142,27 @@ def _check_sidecars(shards: ShardDirectory, full: bool) -> int:
     if manifest.contextual_file:
         _check_contextual(shards.path / manifest.contextual_file, manifest, int(matrix.shape[0]), full)
     return int(matrix.shape[0])
+
+
+def _check_sources(path: Path, manifest: Manifest, full: bool) -> None:
+    """The source row of every row of an augmented directory: (N,) int64; in full, its sha256 and
+    that every row points at an original (a row that is its own source) before it."""
+    if not path.is_file():
+        raise ShardError(f"{path}: augmentation sources listed in the manifest but missing")
+    try:
+        sources = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"{path}: unreadable augmentation sources ({exc})") from None
+    if sources.shape != (manifest.num_rows,) or sources.dtype != np.int64:
+        raise ShardError(f"{path}: shape {sources.shape} {sources.dtype}, expected ({manifest.num_rows},) "
+                         "int64")
+    if not full:
+        return
+    if sha256_file(path) != manifest.augment.get("sha256"):
+        raise ShardError(f"{path}: sha256 mismatch (corrupt augmentation sources)")
+    rows = np.arange(len(sources))
+    if (sources > rows).any() or (sources < 0).any() or (sources[sources] != sources).any():
+        raise ShardError(f"{path}: a row's source is not an original row before it")
 
 
 def _check_contextual(path: Path, manifest: Manifest, vocab_rows: int, full: bool) -> None:

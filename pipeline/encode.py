@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from cache_tools.format import (
+    AUGMENT_FILE,
     CONTEXTUAL_FILE,
     DTYPES,
     EMBEDDINGS_FILE,
@@ -47,6 +48,7 @@ from cache_tools.manifest import (
     sha256_file,
     write_manifest,
 )
+from data.augment import augment_corpus
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
 from pipeline.distributed import LONG_WAIT, DistContext, init_distributed
 from pipeline.errors import UserError
@@ -84,6 +86,8 @@ class EncodeConfig:
     ood_text_column: str | None = None
     ood_limit: int = 2000
     is_ood: bool = False  # set internally: this run writes the OUT/ood of another run
+    # N teacher-encoded variants of every sentence (masked, word-dropped, n-gram sampled words).
+    augment: int = 0
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -91,6 +95,8 @@ class EncodeConfig:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.dtype not in DTYPES:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.augment < 0:
+            raise UserError(f"--augment must be 0 or more, got {self.augment}")
         for name in ("shard_size", "batch_size", "max_tokens", "ood_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -139,10 +145,14 @@ def _corpus_key(corpus: CorpusConfig) -> dict:
     return key
 
 
-def build_plan(corpus: CorpusConfig, work: Path, progress: bool) -> tuple[pa.Table, dict]:
+def build_plan(corpus: CorpusConfig, work: Path, progress: bool, augment: int = 0,
+               mask_token: str = "[MASK]") -> tuple[pa.Table, dict]:
     """The sentence list with ids, read once and kept in ``.work/plan.arrow`` for reruns;
-    ``corpus`` has its sources resolved (``_resolved_corpus``)."""
+    ``corpus`` has its sources resolved (``_resolved_corpus``). With ``augment`` N, every
+    sentence is followed by N variants of it and a ``source_id`` column names each row's source."""
     key = _corpus_key(corpus)
+    if augment:  # only then: the plans (and fingerprints) of runs without it stay as they were
+        key["augment"] = {"variants": augment, "mask_token": mask_token}
     key_fp = fingerprint(key)
     plan_path, info_path = work / PLAN_NAME, work / "plan.json"
     if plan_path.is_file() and info_path.is_file():
@@ -156,8 +166,12 @@ def build_plan(corpus: CorpusConfig, work: Path, progress: bool) -> tuple[pa.Tab
         raise UserError(
             f"the corpus yielded no sentences ({_describe_drops(reader.stats.as_dict())})"
         )
-    table = pa.table({"id": pa.array(np.arange(len(texts), dtype=np.int64)),
-                      "text": pa.array(texts, pa.string())})
+    columns = {"id": pa.array(np.arange(len(texts), dtype=np.int64)), "text": pa.array(texts, pa.string())}
+    if augment:
+        rows, sources = augment_corpus(texts, augment, mask_token)
+        columns = {"id": pa.array(np.arange(len(rows), dtype=np.int64)),
+                   "text": pa.array(rows, pa.string()), "source_id": pa.array(sources)}
+    table = pa.table(columns)
     tmp = plan_path.with_suffix(".tmp")
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
@@ -171,7 +185,7 @@ def build_plan(corpus: CorpusConfig, work: Path, progress: bool) -> tuple[pa.Tab
         "corpus": key,
         "stats": reader.stats.as_dict(),
         "corpus_fingerprint": fingerprint(texts),
-        "num_rows": len(texts),
+        "num_rows": table.num_rows,
     }
     atomic_write_json(info_path, info)
     return table, info
@@ -236,19 +250,22 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
         "shard_size": config.shard_size,
         "corpus": _corpus_key(corpus),
     }
+    if config.augment:  # only then, so that directories written before --augment existed resume
+        settings["augment"] = config.augment
     settings_fp = fingerprint(settings)
     # Rank 0 decides what the directory holds and reads the corpus; the others load its plan.
     failure: UserError | None = None
     if ctx.is_main:
         try:
             _claim_directory(out, work, settings_fp, config.overwrite)
-            build_plan(corpus, work, config.progress)
+            build_plan(corpus, work, config.progress, config.augment, teacher.tokenizer.mask_token)
             _write_sidecars(out, teacher, contextual=not config.is_ood)
         except UserError as exc:
             failure = exc
     if not ctx.all_ok(failure is None):
         raise failure or UserError("rank 0 refused the run; see its message")
-    plan, plan_info = build_plan(corpus, work, config.progress)  # rank 0: its cached plan
+    plan, plan_info = build_plan(corpus, work, config.progress, config.augment,
+                                 teacher.tokenizer.mask_token)  # rank 0: its cached plan
     shards = ShardedMap(out, plan.num_rows, config.shard_size, config.format, config.dtype)
     shard_meta = {
         "settings_fingerprint": settings_fp,
@@ -283,7 +300,9 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
     ctx.barrier()  # every rank's shards are in place
     ood = _encode_ood(config, teacher, ctx) if config.ood else {}
     if ctx.is_main:
-        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started, ood)
+        augment = _write_sources(config.out, plan, config.augment) if config.augment else {}
+        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started, ood,
+                              augment)
     ctx.barrier()
     return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
                         time.perf_counter() - started, ctx.rank)
@@ -296,7 +315,7 @@ def _encode_ood(config: EncodeConfig, teacher: Teacher, ctx: DistContext) -> dic
                           min_words=config.corpus.min_words, max_words=config.corpus.max_words,
                           limit=config.ood_limit)
     ood_config = replace(config, out=config.out / OOD_DIR, corpus=corpus, ood=[],
-                         shard_size=config.ood_limit, is_ood=True)
+                         shard_size=config.ood_limit, is_ood=True, augment=0)
     (config.out / OOD_DIR).mkdir(exist_ok=True)
     result = _run_locked(ood_config, ctx, teacher)
     m = result.manifest
@@ -304,8 +323,16 @@ def _encode_ood(config: EncodeConfig, teacher: Teacher, ctx: DistContext) -> dic
             "sources": [s["source"] for s in m.corpus.get("sources", [])]}
 
 
+def _write_sources(out: Path, plan: pa.Table, variants: int) -> dict:
+    """The source row of every row (``--augment``), beside the shards; its manifest entry."""
+    sources = plan.column("source_id").to_numpy().astype(np.int64)
+    atomic_write_bytes(out / AUGMENT_FILE, _npy_bytes(sources))
+    return {"variants": variants, "file": AUGMENT_FILE, "sha256": sha256_file(out / AUGMENT_FILE)}
+
+
 def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, settings_fp: str,
-                          plan_info: dict, shards: ShardedMap, started: float, ood: dict) -> None:
+                          plan_info: dict, shards: ShardedMap, started: float, ood: dict,
+                          augment: dict) -> None:
     infos = shards.receipts()
     contextual = config.out / CONTEXTUAL_FILE
     manifest = Manifest(
@@ -332,6 +359,7 @@ def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict
         contextual_file=CONTEXTUAL_FILE if contextual.is_file() else "",
         contextual_sha256=sha256_file(contextual) if contextual.is_file() else "",
         ood=ood,
+        augment=augment,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         encode_seconds=round(time.perf_counter() - started, 2),
     )
@@ -393,8 +421,8 @@ def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -
 def _clear(out: Path) -> None:
     for path in out.iterdir():
         if parse_shard_name(path.name) or _TEMPORARY.search(path.name) \
-                or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, CONTEXTUAL_FILE, WORK_DIR, TOKENIZER_DIR,
-                                 OOD_DIR}:
+                or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, CONTEXTUAL_FILE, AUGMENT_FILE, WORK_DIR,
+                                 TOKENIZER_DIR, OOD_DIR}:
             _remove(path)
 
 

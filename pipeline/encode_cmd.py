@@ -48,10 +48,13 @@ from pipeline.encode import EncodeConfig, run_encode
 @click.option("--ood-text-column", default=None, help="--text-column for the --ood-corpus files.")
 @click.option("--ood-limit", type=int, default=EncodeConfig.ood_limit, show_default=True,
               help="Keep at most N out-of-domain sentences.")
+@click.option("--augment", type=int, default=EncodeConfig.augment, show_default=True,
+              help="Also encode N variants of every sentence (words masked or dropped, n-grams; "
+                   "Tang et al. 2019); held-out splits keep a sentence and its variants together.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_words, max_words,
            limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, ood,
-           ood_text_column, ood_limit, quiet):
+           ood_text_column, ood_limit, augment, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
         out=out,
@@ -60,7 +63,7 @@ def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_wo
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
         device=device, overwrite=overwrite, progress=not quiet,
-        ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit,
+        ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit, augment=augment,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_encode(config)
@@ -88,6 +91,7 @@ def shards_info(directory: Path) -> None:
         f"bad UTF-8 lines {stats.get('invalid_utf8_lines', 0)})",
         f"init        input embeddings, contextual "
         f"{'yes' if m.contextual_file else 'no (rerun the encode command to add it)'}",
+        f"augment     {m.augment.get('variants', 0)} variants a sentence",
         f"ood         {m.ood.get('num_rows', 0)} out-of-domain sentences"
         + (f" from {', '.join(map(str, m.ood.get('sources', [])))}" if m.ood else ""),
         f"created     {m.created} in {m.encode_seconds:.1f}s",

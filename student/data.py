@@ -86,6 +86,10 @@ class ShardCorpus:
         sizes = np.array([info.num_rows for _, info in shards], dtype=np.int64)
         self.shard_starts = np.concatenate([[0], np.cumsum(sizes)])  # global row of each shard
         self.num_rows = int(self.shard_starts[-1])
+        # The global row each row was made from (``encode --augment``): held-out splits go by it.
+        offsets = np.cumsum([0] + [d.manifest.num_rows for d in self.directories])
+        self.source_ids = np.concatenate([d.source_ids() + offset
+                                          for d, offset in zip(self.directories, offsets)])
         self.lengths = np.concatenate(
             [self._shard(p).lengths for p in self.shard_paths] or [np.zeros(0, np.int64)]
         )
@@ -128,15 +132,19 @@ class Split:
     validation: np.ndarray  # held-out rows scored at each evaluation (at most val_size)
 
 
-def heldout_split(num_rows: int, fraction: float, val_size: int) -> Split:
-    """Held-out rows are those whose hashed global id falls below ``fraction``; the validation
-    sample is the ``val_size`` held-out rows with the smallest hashes (spread over the corpus)."""
+def heldout_split(num_rows: int, fraction: float, val_size: int,
+                  source_ids: np.ndarray | None = None) -> Split:
+    """Held-out rows are those whose hashed source id (the global id of the sentence a row was
+    made from; its own id without ``encode --augment``) falls below ``fraction``: a held-out
+    sentence and all its variants are never trained on. The validation sample is the ``val_size``
+    held-out original sentences with the smallest hashes (spread over the corpus)."""
     rows = np.arange(num_rows, dtype=np.int64)
-    hashes = splitmix64(rows)
+    sources = rows if source_ids is None else np.asarray(source_ids, dtype=np.int64)
+    hashes = splitmix64(sources)
     threshold = np.uint64(int(fraction * 2.0**64))
     heldout = hashes < threshold
-    held_rows = rows[heldout]
-    validation = held_rows[np.argsort(hashes[heldout], kind="stable")[:val_size]]
+    candidates = rows[heldout & (sources == rows)]  # originals only: variants are not sentences
+    validation = candidates[np.argsort(hashes[candidates], kind="stable")[:val_size]]
     return Split(train=rows[~heldout], validation=np.sort(validation))
 
 

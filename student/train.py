@@ -128,7 +128,8 @@ class Trainer:
         fp16 = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
-        self.split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size)
+        self.split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size,
+                                   self.corpus.source_ids)
         if len(self.split.train) == 0:
             raise UserError("no training rows left after the held-out split; lower --heldout")
         per_epoch = batches_per_epoch(len(self.split.train), config.batch_size)

@@ -84,10 +84,18 @@ def _kill_self_at(function_owner, name: str, pattern: str, nth: int, after: bool
     setattr(function_owner, name, wrapper)
 
 
+def _vocabulary_pass(token_ids) -> bool:
+    """The contextual-embedding pass ([CLS] token [SEP] each), not a batch of corpus sentences
+    (the tiny corpus has at least four words a sentence)."""
+    return all(len(ids) == 3 for ids in token_ids)
+
+
 def _embed_then_die(nth: int) -> None:
     real, calls = Teacher.embed, []
 
     def embed(self, token_ids):
+        if _vocabulary_pass(token_ids):
+            return real(self, token_ids)
         calls.append(1)
         if len(calls) == nth:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -258,6 +266,8 @@ def test_non_finite_teacher_vectors_are_never_stored(value, message, tmp_path, t
 
     def embed(self, token_ids):
         vectors = real(self, token_ids)
+        if _vocabulary_pass(token_ids):
+            return vectors
         calls.append(1)
         if len(calls) == 2:  # shard 1
             vectors[3, 0] = value
