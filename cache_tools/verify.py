@@ -126,12 +126,7 @@ def _check_sidecars(shards: ShardDirectory, full: bool) -> int:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ShardError(f"{tokenizer}: not valid JSON (corrupt tokenizer)") from None
     path = shards.embeddings_path
-    if not path.is_file():
-        raise ShardError(f"{path}: teacher embedding matrix missing")
-    try:
-        matrix = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise ShardError(f"{path}: unreadable embedding matrix ({exc})") from None
+    matrix = _load_array(path, "embedding matrix", "missing")
     manifest = shards.manifest
     if matrix.ndim != 2 or matrix.dtype != np.float32 or (
             manifest.embedding_dim and matrix.shape[1] != manifest.embedding_dim):
@@ -144,15 +139,20 @@ def _check_sidecars(shards: ShardDirectory, full: bool) -> int:
     return int(matrix.shape[0])
 
 
+def _load_array(path: Path, what: str, missing: str = "listed in the manifest but missing") -> np.ndarray:
+    """A memory-mapped ``.npy`` sidecar; ShardError naming it when it is missing or unreadable."""
+    if not path.is_file():
+        raise ShardError(f"{path}: {what} {missing}")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"{path}: unreadable {what} ({exc})") from None
+
+
 def _check_sources(path: Path, manifest: Manifest, full: bool) -> None:
     """The source row of every row of an augmented directory: (N,) int64; in full, its sha256 and
     that every row points at an original (a row that is its own source) before it."""
-    if not path.is_file():
-        raise ShardError(f"{path}: augmentation sources listed in the manifest but missing")
-    try:
-        sources = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise ShardError(f"{path}: unreadable augmentation sources ({exc})") from None
+    sources = _load_array(path, "augmentation sources")
     if sources.shape != (manifest.num_rows,) or sources.dtype != np.int64:
         raise ShardError(f"{path}: shape {sources.shape} {sources.dtype}, expected ({manifest.num_rows},) "
                          "int64")
@@ -168,12 +168,7 @@ def _check_sources(path: Path, manifest: Manifest, full: bool) -> None:
 def _check_contextual(path: Path, manifest: Manifest, vocab_rows: int, full: bool) -> None:
     """The contextual token matrix: present, (V, dim) float32 like the vocabulary; in full, its
     sha256 as recorded and finite."""
-    if not path.is_file():
-        raise ShardError(f"{path}: contextual embedding matrix listed in the manifest but missing")
-    try:
-        matrix = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise ShardError(f"{path}: unreadable embedding matrix ({exc})") from None
+    matrix = _load_array(path, "contextual embedding matrix")
     if matrix.ndim != 2 or matrix.dtype != np.float32 or matrix.shape != (vocab_rows, manifest.dim):
         raise ShardError(f"{path}: shape {matrix.shape} {matrix.dtype}, expected ({vocab_rows}, "
                          f"{manifest.dim}) float32")
