@@ -3,8 +3,8 @@
 Exports the student with `pipeline export`'s code (fp32 and --quantize int8) into a temporary
 directory, then over the same real sentences (WikiText-2 valid, split by the corpus reader, plus
 SST-2 dev): sentences/s at batch 64 (length-sorted, best of --repeats interleaved rounds; per
-wall-clock and per CPU-second), median latency at batch 1, the model file's size, and the min and mean cosine of each ONNX variant's
-vectors to the torch student's.
+wall-clock and per CPU-second), median latency at batch 1, the model file's size, and the min and
+mean cosine of each ONNX variant's vectors to the torch student's.
 
 Without --student a randomly initialised student of the default architecture (StudentConfig and
 TrainConfig defaults, the bundled all-MiniLM-L6-v2 tokenizer and width) is built: fine for speed and

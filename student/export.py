@@ -239,6 +239,8 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def run_export(config: ExportConfig) -> ExportResult:
     """Export ``config.student`` to ``config.out_dir`` (see the module docstring)."""
+    import onnx
+
     from student.sentence import load_student
 
     source = Path(config.student)
@@ -263,8 +265,6 @@ def run_export(config: ExportConfig) -> ExportResult:
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
         fp32_path = tmp / (ONNX_MODEL if config.quantize == "none" else "model.fp32.onnx")
-        import onnx
-
         onnx.save_model(model, str(fp32_path))
         if config.quantize == "int8":
             quantize_int8(fp32_path, tmp / ONNX_MODEL)
