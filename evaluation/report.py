@@ -132,8 +132,8 @@ def markdown(summary: dict, tasks: list[str], zero_shot: dict[str, float], seeds
 def protocol(config: dict, probe: bool) -> str:
     """How the numbers were produced, for the caption."""
     if probe:
-        return ("Protocol: every encoder is frozen (students and teacher as trained, scratch and "
-                "embeddings randomly initialised around their vectors, model2vec as distilled); its "
+        return ("Protocol: every encoder is frozen (students and teacher as trained, scratch random, "
+                "embeddings a random LSTM over the teacher's token vectors, model2vec as distilled); its "
                 "sentence vectors u (pairs: [u; v; |u-v|; u*v]) are standardised and fed to "
                 "scikit-learn's logistic regression (ridge regression for STS-B), whose "
                 f"regularisation C (ridge: 1/C) is chosen on dev from {config.get('probe_c_grid')}. "
