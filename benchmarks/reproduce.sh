@@ -35,9 +35,15 @@ timed() {  # timed NAME COMMAND...: run it and append its wall time to stage_sec
 # 1. One encoding of all corpora (WikiQA has a `Sentence` header; WikiSplit's TSV has none).
 #    A finished encoding is kept even if the corpus files were touched since (encode itself would
 #    refuse a changed mtime); delete $RUN/shards to encode again.
+#    GLUE dev sentences (never trained on) go to shards/ood/: train-student reports the cosine there.
+OOD=()
+for dev in SST-2/dev.tsv CoLA/dev.tsv RTE/dev.tsv MRPC/dev.tsv; do
+    [ -f "$DATA/glue/$dev" ] && OOD+=(--ood-corpus "$DATA/glue/$dev")
+done
+[ ${#OOD[@]} -gt 0 ] && OOD+=(--ood-text-column 'sentence,sentence1,#1 String,3')
 [ -f "$RUN/shards/manifest.json" ] || timed encode "$PIPELINE" encode --out "$RUN/shards" --quiet --text-column Sentence,0 \
     --corpus "$DATA/corpus/wikitext-2-raw" --corpus "$DATA/corpus/gensim-enwiki-sample" \
-    --corpus "$DATA/corpus/wikisplit" --corpus "$DATA/corpus/wikiqa" ${LIMIT:+--limit "$LIMIT"}
+    --corpus "$DATA/corpus/wikisplit" --corpus "$DATA/corpus/wikiqa" ${LIMIT:+--limit "$LIMIT"} "${OOD[@]}"
 
 # 2. Two students from the same shards (--resume: a finished one is skipped, a stopped one goes on).
 for variant in small large; do
