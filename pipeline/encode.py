@@ -166,11 +166,10 @@ def build_plan(corpus: CorpusConfig, work: Path, progress: bool, augment: int = 
         raise UserError(
             f"the corpus yielded no sentences ({_describe_drops(reader.stats.as_dict())})"
         )
-    columns = {"id": pa.array(np.arange(len(texts), dtype=np.int64)), "text": pa.array(texts, pa.string())}
-    if augment:
-        rows, sources = augment_corpus(texts, augment, mask_token)
-        columns = {"id": pa.array(np.arange(len(rows), dtype=np.int64)),
-                   "text": pa.array(rows, pa.string()), "source_id": pa.array(sources)}
+    rows, sources = augment_corpus(texts, augment, mask_token) if augment else (texts, None)
+    columns = {"id": pa.array(np.arange(len(rows), dtype=np.int64)), "text": pa.array(rows, pa.string())}
+    if sources is not None:
+        columns["source_id"] = pa.array(sources)
     table = pa.table(columns)
     tmp = plan_path.with_suffix(".tmp")
     try:

@@ -85,7 +85,8 @@ class StudentEncoder(nn.Module):
 
     @torch.no_grad()
     def init_embeddings(self, matrix: np.ndarray, seed: int = 0) -> None:
-        """Copy the teacher's (V, D_emb) input embeddings in, projected to embed_dim if needed."""
+        """Copy a (V, D_emb) token-embedding matrix of the teacher's (contextual or input) in,
+        projected to embed_dim if needed."""
         weight = torch.from_numpy(np.array(matrix, dtype=np.float32))  # a copy: matrix is an mmap
         rows = min(weight.shape[0], self.config.vocab_size)
         self.embedding.weight[:rows] = project_embeddings(weight[:rows], self.config.embed_dim, seed)

@@ -101,7 +101,8 @@ class Trainer:
         self.ctx = ctx or init_distributed()
         self.out = Path(config.out)
         self.corpus = ShardCorpus(config.shards, config.verify)
-        kind = "input" if config.init_embeddings in ("teacher", "random") else config.init_embeddings
+        # random still takes its sizes (vocabulary, width) from the input embeddings
+        kind = "contextual" if config.init_embeddings == "contextual" else "input"
         embeddings = self.corpus.directories[0].load_embeddings(kind)  # (V, D_emb)
         self.student_config = student_config(config, self.corpus, embeddings)
         self.device = resolve_device(self.ctx.device(config.device))
