@@ -33,6 +33,36 @@ def parse_rates(text: str | Sequence[float], option: str) -> list[float]:
     return list(dict.fromkeys(rates))  # no point trained twice
 
 
+BASELINES = ("scratch", "model2vec", "teacher")  # what a bare glue-eval compares the students with
+
+
+def discover_students(root: Path) -> list[str]:
+    """``student:DIR`` for ``root`` itself if it is a saved student, else for each directory
+    directly under it that is one (config.json + model.safetensors), sorted by name.
+
+    train-student writes ``students/student/`` and, inside it, ``best/`` (the checkpoint with the
+    best held-out cosine); being one level deeper, ``best/`` is not counted.
+    """
+    def is_student(directory: Path) -> bool:
+        return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+
+    if is_student(root):
+        return [f"student:{root}"]
+    found = sorted(d for d in root.iterdir() if d.is_dir() and is_student(d)) if root.is_dir() else []
+    if not found:
+        state = "is not a directory" if not root.is_dir() else "holds no student directory"
+        raise UserError(
+            f"--students-dir {root} {state} (config.json + model.safetensors); train one with "
+            f"`pipeline train-student --shards DIR --out {root}/student` or name systems with --system"
+        )
+    return [f"student:{directory}" for directory in found]
+
+
+def default_systems(students_dir: Path) -> list[str]:
+    """What a bare ``pipeline glue-eval`` compares: the students found, then the baselines."""
+    return [*discover_students(students_dir), *BASELINES]
+
+
 @dataclass
 class EvalConfig:
     """One GLUE evaluation run: which systems, which tasks, how to train and what to write."""
@@ -72,8 +102,6 @@ class EvalConfig:
         self.lr_grid = parse_rates(self.lr_grid, "--lr-grid")
         self.teacher_lr_grid = parse_rates(self.teacher_lr_grid, "--teacher-lr-grid")
         if not self.systems:
-            from evaluation.systems import default_systems
-
             self.systems = default_systems(self.students_dir)
         if self.glue_dir is not None and not self.glue_dir.is_dir():
             raise UserError(f"--glue-dir {self.glue_dir}: no such directory")

@@ -17,7 +17,7 @@ A system spec is ``KIND[:DIR][+kd]``:
                       ``kd[:DIR]`` is short for ``scratch[:DIR]+kd``
 
 Without any ``--system``, glue-eval compares every student directory under ``--students-dir``
-(see :func:`discover_students`) with ``scratch``, ``model2vec`` and ``teacher``.
+(see :func:`evaluation.config.discover_students`) with ``scratch``, ``model2vec`` and ``teacher``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from pipeline.teacher import Teacher
 KINDS = ("student", "scratch", "embeddings", "model2vec", "teacher")
 NEEDS_DIR = ("student", "embeddings")
 NO_DIR = ("model2vec", "teacher")
-BASELINES = ("scratch", "model2vec", "teacher")  # what a bare glue-eval compares the students with
 GRAMMAR = ("student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR], embeddings:DIR, model2vec, "
            "teacher (+kd on all but the teacher)")
 FINETUNED_META = "glue_model.json"
@@ -82,33 +81,6 @@ def parse_system(text: str) -> SystemSpec:
     if path and not Path(path).is_dir():
         raise UserError(f"--system {text!r}: {path} is not a directory")
     return SystemSpec(label, kind, Path(path) if path else None, kd)
-
-
-def discover_students(root: Path) -> list[str]:
-    """``student:DIR`` for ``root`` itself if it is a saved student, else for each directory
-    directly under it that is one (config.json + model.safetensors), sorted by name.
-
-    train-student writes ``students/student/`` and, inside it, ``best/`` (the checkpoint with the
-    best held-out cosine); being one level deeper, ``best/`` is not counted.
-    """
-    def is_student(directory: Path) -> bool:
-        return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
-
-    if is_student(root):
-        return [f"student:{root}"]
-    found = sorted(d for d in root.iterdir() if d.is_dir() and is_student(d)) if root.is_dir() else []
-    if not found:
-        state = "is not a directory" if not root.is_dir() else "holds no student directory"
-        raise UserError(
-            f"--students-dir {root} {state} (config.json + model.safetensors); train one with "
-            f"`pipeline train-student --shards DIR --out {root}/student` or name systems with --system"
-        )
-    return [f"student:{directory}" for directory in found]
-
-
-def default_systems(students_dir: Path) -> list[str]:
-    """What a bare ``pipeline glue-eval`` compares: the students found, then the baselines."""
-    return [*discover_students(students_dir), *BASELINES]
 
 
 def resolve_systems(texts: list[str]) -> list[SystemSpec]:

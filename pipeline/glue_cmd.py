@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from evaluation.config import EvalConfig, parse_rates
+from evaluation.config import BASELINES, EvalConfig, parse_rates
 from evaluation.run import run_glue_eval
-from evaluation.systems import BASELINES
 from pipeline.errors import UserError
 
 DEFAULTS = EvalConfig.__dataclass_fields__  # click defaults come from the dataclass
