@@ -12,13 +12,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$ROOT/../shared/data}
 RUN=${RUN:-$ROOT/runs/reproduce}
-TASKS=${TASKS:-CoLA SST-2 MRPC RTE WNLI}
+TASKS=${TASKS:-WNLI RTE MRPC CoLA SST-2}  # cheapest first: a partial run is complete per task
 SEEDS=${SEEDS:-3}
 TEACHER_SEEDS=${TEACHER_SEEDS:-1}  # the teacher's fine-tuning costs most: one seed (shared by +kd)
 EPOCHS=${EPOCHS:-3}
 TEACHER_LR=${TEACHER_LR:-1e-4}  # 3e-5 left MiniLM-L6 at 19.5 MCC on CoLA after 3 epochs: still rising
-MAX_TRAIN=${MAX_TRAIN:-4000}   # caps SST-2 (67k rows) and CoLA (8.5k) so the run fits 2.5 h on 2 cores
-PAIR_MAX_TRAIN=${PAIR_MAX_TRAIN:-1000}  # MRPC (3.7k), RTE (2.5k); WNLI has 635
+MAX_TRAIN=${MAX_TRAIN:-}       # empty: every system but the teacher trains on the full training set
+TEACHER_MAX_TRAIN=${TEACHER_MAX_TRAIN:-4000}  # the teacher row's cap (CoLA 8.5k, SST-2 67k rows)
+TEACHER_PAIR_MAX_TRAIN=${TEACHER_PAIR_MAX_TRAIN:-1000}  # MRPC (3.7k), RTE (2.5k); WNLI has 635
 LIMIT=${LIMIT:-}
 PIPELINE=${PIPELINE:-pipeline}
 
@@ -45,40 +46,63 @@ done
     --corpus "$DATA/corpus/wikitext-2-raw" --corpus "$DATA/corpus/gensim-enwiki-sample" \
     --corpus "$DATA/corpus/wikisplit" --corpus "$DATA/corpus/wikiqa" ${LIMIT:+--limit "$LIMIT"} "${OOD[@]}"
 
-# 2. Two students from the same shards (--resume: a finished one is skipped, a stopped one goes on).
-for variant in small large; do
+# 2. The default student and one smaller and one larger variant from the same shards
+#    (benchmarks/variants.toml; --resume: a finished one is skipped, a stopped one goes on).
+for variant in default small large; do
     timed "train-$variant" "$PIPELINE" train-student --shards "$RUN/shards" \
         --config "$ROOT/benchmarks/variants.toml" --variant "$variant" --out "$RUN/students" \
-        --resume --no-progress
+        --resume --no-progress ${STUDENT_STEPS:+--max-steps "$STUDENT_STEPS"}
 done
 
-# 3. GLUE, one task at a time so a finished task is not redone. A sentence pair costs about four
-#    times a single sentence here (two, and longer), so the pair tasks get PAIR_MAX_TRAIN rows and
-#    only the default student's systems; the large student is scored on the single-sentence tasks.
+# 3. The frozen probes of every system on every task (minutes): RUN/probe/<TASK>/probe.json.
 S=$RUN/students
+ALL_SYSTEMS=(teacher model2vec "scratch:$S/default" "embeddings:$S/default" "student:$S/default"
+             "student:$S/small" "student:$S/large")
 for task in $TASKS; do
-    [ -f "$RUN/glue/$task/results.json" ] && continue
-    rows=$MAX_TRAIN
-    systems=(--system teacher --system "scratch:$S/small" --system "kd:$S/small"
-             --system "student:$S/small" --system "student:$S/small+kd")
-    case $task in
-        MRPC|RTE|WNLI|STS-B|QQP|MNLI|QNLI) rows=$PAIR_MAX_TRAIN ;;
-        *) systems+=(--system "student:$S/large" --system "student:$S/large+kd") ;;
-    esac
-    timed "glue-$task" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
-        --out "$RUN/glue/$task" --seeds "$SEEDS" --teacher-seeds "$TEACHER_SEEDS" \
-        --epochs "$EPOCHS" --teacher-lr "$TEACHER_LR" --max-train-samples "$rows" "${systems[@]}"
+    [ -f "$RUN/probe/$task/probe.json" ] && continue
+    timed "probe-$task" "$PIPELINE" glue-eval --probe --glue-dir "$DATA/glue" --tasks "$task" \
+        --out "$RUN/probe/$task" ${MAX_TRAIN:+--max-train-samples "$MAX_TRAIN"} \
+        $(printf -- '--system %s ' "${ALL_SYSTEMS[@]}")
 done
 
-# 4. Speed and size of both student sizes, the teacher and a BERT-base-sized model.
+# 4. GLUE fine-tuning: one glue-eval per (task, system) into RUN/glue/<TASK>/<system>/, so a
+#    stopped run loses one system's runs at most. The teacher goes first: its fine-tuned weights
+#    (RUN/glue/<TASK>/teacher/finetuned-teacher) give the +kd systems their logits. Students train
+#    on the full training sets (MAX_TRAIN caps them for a smoke test); the teacher's rows are
+#    capped by TEACHER_MAX_TRAIN (pairs: TEACHER_PAIR_MAX_TRAIN), one seed, one rate.
+#    The variants are scored on the single-sentence tasks only.
+slug() { local s=${1//$S\//}; s=${s//:/-}; echo "${s//+/-}"; }
+for task in $TASKS; do
+    teacher_rows=$TEACHER_MAX_TRAIN
+    systems=("student:$S/default" "scratch:$S/default" model2vec "embeddings:$S/default"
+             "student:$S/default+kd" "kd:$S/default")
+    case $task in
+        MRPC|RTE|WNLI|STS-B|QQP|MNLI|QNLI) teacher_rows=$TEACHER_PAIR_MAX_TRAIN ;;
+        *) systems+=("student:$S/small" "student:$S/large" "student:$S/small+kd" "student:$S/large+kd") ;;
+    esac
+    common=(--glue-dir "$DATA/glue" --tasks "$task" --seeds "$SEEDS" --epochs "$EPOCHS"
+            ${MAX_TRAIN:+--max-train-samples "$MAX_TRAIN"})
+    out=$RUN/glue/$task
+    [ -f "$out/teacher/results.json" ] || timed "glue-$task-teacher" "$PIPELINE" glue-eval \
+        "${common[@]}" --out "$out/teacher" --system teacher --teacher-seeds "$TEACHER_SEEDS" \
+        --teacher-lr-grid "$TEACHER_LR" --teacher-max-train-samples "$teacher_rows"
+    for system in "${systems[@]}"; do
+        name=$(slug "$system")
+        [ -f "$out/$name/results.json" ] && continue
+        timed "glue-$task-$name" "$PIPELINE" glue-eval "${common[@]}" --out "$out/$name" \
+            --system "$system" --kd-teacher "$out/teacher/finetuned-teacher"
+    done
+done
+
+# 5. Speed and size of the student sizes, the teacher and a BERT-base-sized model.
 #    (kept once measured: delete $RUN/speed.txt to measure again)
 [ -s "$RUN/speed.txt" ] || timed speed python "$ROOT/benchmarks/student_speed.py" --shards "$RUN/shards" \
-    --sizes 256x1,256x2 | tee "$RUN/speed.txt"
+    --sizes 128x1,256x1,256x2 | tee "$RUN/speed.txt"
 
-# 5. Ablation: each lever of benchmarks/ablation.toml alone, same step budget, same shards.
+# 6. Ablation: each lever of benchmarks/ablation.toml alone, same step budget, same shards.
 timed ablation "$PIPELINE" train-student --shards "$RUN/shards" --config "$ROOT/benchmarks/ablation.toml" \
     --variant all --out "$RUN/ablation" --resume --no-progress ${ABLATION_STEPS:+--max-steps "$ABLATION_STEPS"}
 
-# 6. Tables and plots for benchmarks/RESULTS.md.
+# 7. Tables and plots for benchmarks/RESULTS.md.
 python "$ROOT/benchmarks/collect_results.py" --run "$RUN" --out "${RESULTS:-$ROOT/benchmarks/results}"
 echo "done: results under $RUN (stage times in $RUN/stage_seconds.tsv)"
