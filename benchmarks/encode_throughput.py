@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.teacher import Teacher, default_teacher  # noqa: E402
 from data.corpus import CorpusConfig, CorpusReader  # noqa: E402
-from pipeline.teacher import Teacher, default_teacher  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw"
 

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ from cache_tools.format import (
     TOKENIZER_DIR,
     ShardError,
 )
+from core.io import atomic_write_json, read_json_object
 
 
 @dataclass
@@ -33,9 +30,14 @@ class ShardInfo:
     num_tokens: int = 0
 
 
+SENTENCE_VECTORS = "sentence_vectors"  # stage one: a corpus's sentence vectors
+TASK_LOGITS = "task_logits"  # glue-eval's kd cache: a fine-tuned teacher's logits on a task
+
+
 @dataclass
 class Manifest:
-    """Everything needed to use a shard directory without the teacher."""
+    """Everything needed to use a shard directory without the teacher. ``kind`` says what the
+    vectors are; the teacher fields always describe the model that made them."""
 
     teacher: str
     teacher_fingerprint: str
@@ -69,6 +71,7 @@ class Manifest:
     created: str = ""
     encode_seconds: float = 0.0
     format_version: int = FORMAT_VERSION
+    kind: str = SENTENCE_VECTORS  # absent in every manifest written before kinds existed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,42 +93,10 @@ class Manifest:
         return cls(**data)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes it 0600
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     path = Path(directory) / MANIFEST_NAME
     atomic_write_json(path, manifest.to_dict())
     return path
-
-
-def read_json_object(path: Path, what: str, error: type[Exception]) -> dict:
-    """The JSON object in ``path``; ``error`` names the file when it is not valid JSON or not
-    an object (``what`` says what it should have been, e.g. "a manifest")."""
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise error(f"{path}: not {what} (a JSON object is expected)")
-    return raw
 
 
 def read_manifest(directory: str | Path) -> Manifest:
@@ -145,17 +116,3 @@ def read_manifest(directory: str | Path) -> Manifest:
             f"{path}: format version {raw.get('format_version')!r}, this tool reads {FORMAT_VERSION}"
         )
     return Manifest.from_dict(raw)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fingerprint(obj: Any) -> str:
-    """A short stable hash of a JSON-serialisable object (settings, corpus description)."""
-    payload = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]

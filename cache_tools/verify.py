@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from cache_tools.format import DTYPES, FORMATS, ShardError, shard_name
-from cache_tools.manifest import Manifest, ShardInfo, sha256_file
+from cache_tools.manifest import Manifest, ShardInfo
 from cache_tools.reader import ShardDirectory, read_shard, shard_metadata
 from cache_tools.writer import arrow_schema
+from core.io import sha256_file
 
 TOKENIZER_FILE = "tokenizer.json"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from cache_tools.format import DTYPES, SHARD_METADATA_KEY, format_of
+from core.io import atomic_output
 
 
 def arrow_schema(dim: int, dtype: str, metadata: dict[str, Any] | None = None) -> pa.Schema:
@@ -41,7 +41,7 @@ def write_shard(
     dtype: str,
     metadata: dict[str, Any],
 ) -> Path:
-    """Write one shard to a temporary name, fsync, then rename it to ``path``.
+    """Write one shard atomically (``core.io.atomic_output``: temporary name, fsync, rename).
 
     ``vectors`` is (N, D); it is cast to ``dtype``. A crash at any point leaves either no file
     or the complete one under the final name.
@@ -51,18 +51,11 @@ def write_shard(
     n_rows, dim = vectors.shape
     if not (len(ids) == len(texts) == len(input_ids) == n_rows):
         raise ValueError("ids, texts, input_ids and vectors differ in length")
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         if format_of(path) == "arrow":
             _write_arrow(tmp, ids, texts, input_ids, vectors, dtype, metadata)
         else:
             _write_hdf5(tmp, ids, texts, input_ids, vectors, metadata)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

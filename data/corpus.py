@@ -23,7 +23,7 @@ from pathlib import Path
 
 import blingfire
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 WIKI_SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 HUB_WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 DIAGNOSTIC = "AX"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cache_tools.manifest import atomic_write_bytes
+from core.errors import UserError
+from core.io import atomic_write_bytes
 from data.glue import GlueSplit, GlueTask, Layout, TaskData
-from pipeline.errors import UserError
 
 FORMATS = (".csv", ".tsv", ".jsonl", ".parquet")
 # metrics by task type; a task's selection score is their mean (evaluation.metrics.task_score)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.teacher import Teacher, pool
+from core.teacher import Teacher, pool
 
 TOKENIZE_CHUNK = 1024  # sentences per tokenizer call: bounds the padded (chunk, T) tensor
 
@@ -54,10 +54,11 @@ class StudentBackbone(Backbone):
 
 
 class TeacherBackbone(Backbone):
-    """A ``pipeline.teacher.Teacher``'s transformer with its pooling (and normalisation)."""
+    """A ``core.teacher.Teacher``'s transformer with its pooling (and normalisation)."""
 
     def __init__(self, teacher: Teacher):
         super().__init__()
+        self.teacher = teacher  # its identity (spec) and settings; not a submodule
         self.model = teacher.model
         self.tokenizer, self.max_length = teacher.tokenizer, teacher.max_length
         self._tokenize = teacher.tokenize

@@ -35,15 +35,15 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
-from cache_tools.manifest import atomic_write_json, read_json_object
+from core.device import resolve_device
+from core.errors import UserError
+from core.io import atomic_write_json, read_json_object
 from data.glue import GlueSplit, GlueTask
 from data.user_task import Columns, make_task
 from evaluation.backbones import StudentBackbone
 from evaluation.finetune import FinetuneResult, encode_split, predict
 from evaluation.heads import TaskHead, TaskModel
 from evaluation.systems import load_finetuned_teacher, save_finetuned_teacher
-from pipeline.device import resolve_device
-from pipeline.errors import UserError
 
 CLASSIFIER_FILE = "classifier.json"
 ENCODER_DIR = "encoder"

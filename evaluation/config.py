@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.errors import UserError
 from data.glue import TASKS, available_tasks, check_task_files, task_by_name
 from evaluation.finetune import TrainSettings
-from pipeline.errors import UserError
 
 # Learning rates tried per system and task, the dev-best kept (BERT's paper: a small grid).
 LR_GRID = (1e-3, 3e-4, 1e-4)  # heads, and the whole model for the BiLSTM and static systems

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.device import autocast_context
 from data.glue import GlueSplit, GlueTask
 from evaluation.backbones import Backbone, pad_batch
 from evaluation.heads import TaskModel
 from evaluation.metrics import predictions_from_outputs, split_metrics, task_score
-from pipeline.device import autocast_context
 
 EVAL_BATCH_FACTOR = 4  # prediction needs no gradients: larger batches fit
 

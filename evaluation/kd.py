@@ -18,8 +18,13 @@ import numpy as np
 import torch
 
 from cache_tools.format import MANIFEST_NAME
-from cache_tools.manifest import Manifest, fingerprint, sha256_file, write_manifest
+from cache_tools.manifest import TASK_LOGITS, Manifest, write_manifest
 from cache_tools.reader import ShardDirectory
+from cache_tools.sharded_map import PreparedShard, ShardedMap
+from core.distributed import DistContext
+from core.errors import UserError
+from core.io import fingerprint, sha256_file
+from core.teacher import teacher_spec
 from data.glue import GlueSplit, TaskData
 from evaluation.config import EvalConfig
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
@@ -33,10 +38,6 @@ from evaluation.systems import (
     load_finetuned_teacher,
     save_finetuned_teacher,
 )
-from pipeline.distributed import DistContext
-from pipeline.errors import UserError
-from pipeline.sharded_map import PreparedShard, ShardedMap
-from pipeline.teacher import Teacher
 
 CACHE_DIR = "kd-cache"
 FINETUNED_DIR = "finetuned-teacher"
@@ -63,10 +64,13 @@ def teacher_logits(
     ctx = ctx or DistContext()
     teacher_train = train if teacher_train is None else teacher_train
     task = data.task
+    model = None
     if config.kd_teacher is not None:
         directory = _given_teacher_dir(config.kd_teacher, task.name)
-        source = {"finetuned": str(directory), "sha256": {
-            f.name: sha256_file(f) for f in sorted(directory.glob("*.safetensors"))}}
+        model = load_finetuned_teacher(directory, task, config)
+        # the same identity as any teacher's (its weights, tokenizer and pooling), and its head
+        source = {"finetuned": model.backbone.teacher.spec.identity(),
+                  "head": sha256_file(directory / HEAD_FILE)}
     else:
         directory = config.out / FINETUNED_DIR / task.name
         source = _base_teacher_source(config, data, teacher_train)
@@ -75,7 +79,7 @@ def teacher_logits(
     if (cache / MANIFEST_NAME).is_file():
         log(f"{task.name}: teacher logits from the cache {cache}")
         return read_logits(cache, len(train))
-    model, failure = None, None
+    failure = None
     if ctx.is_main and config.kd_teacher is None:
         try:
             model, _, _ = seed0_teacher(config, data, teacher_train, device, log, source)
@@ -98,12 +102,11 @@ def teacher_logits(
     def compute(index: int, prepared: PreparedShard) -> np.ndarray:
         return predict(model, prepared.payload, config.batch_size, device)  # (rows, C)
 
-    shards.run(ctx, prepare, compute, {"settings_fingerprint": key, "kind": "glue_kd_logits",
+    shards.run(ctx, prepare, compute, {"settings_fingerprint": key, "kind": TASK_LOGITS,
                                        "task": train.task, "num_shards": shards.num_shards})
     ctx.barrier()  # every rank's shards are in place
     if ctx.is_main:
-        write_logits_manifest(cache, shards, train, model.head.num_outputs, source, key,
-                              config.command)
+        write_logits_manifest(cache, shards, train, model, key, config.command)
         log(f"{task.name}: teacher logits cached in {cache}")
     ctx.barrier()
     return read_logits(cache, len(train))
@@ -111,12 +114,12 @@ def teacher_logits(
 
 def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
     """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
-    base = Teacher(config.teacher, device="cpu")
+    base = teacher_spec(config.teacher)  # loaded and hashed once per process, not per task
     # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
     settings = {k: v for k, v in vars(config.train_settings(teacher=True, seed=TEACHER_SEED)).items()
                 if k not in ("kd_alpha", "lr", "encoder_lr")}
     settings["grid"] = config.grid(teacher=True)
-    return {"base": base.name, "fingerprint": base.fingerprint(), "settings": settings,
+    return {"base": base.name, "fingerprint": base.teacher_fingerprint, "settings": settings,
             "head_hidden": config.head_hidden, "dropout": config.dropout,
             "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
             "train": split_fingerprint(train)}
@@ -141,7 +144,7 @@ def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: 
 
     It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
     base teacher, the settings and the data stay the same (the costliest run is done once).
-    ``source`` is ``_base_teacher_source`` when the caller has it already (it loads the teacher).
+    ``source`` is ``_base_teacher_source`` when the caller has it already.
     """
     task = data.task
     key = fingerprint(source or _base_teacher_source(config, data, train))
@@ -165,20 +168,15 @@ def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: 
     return grid.model, grid.result, grid.rates()
 
 
-def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, dim: int,
-                          source: dict, key: str, command: str) -> None:
-    """The manifest of the logit shards, written last as stage one writes its own."""
+def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, model: TaskModel,
+                          key: str, command: str) -> None:
+    """The manifest of the logit shards (kind ``task_logits``), written last as stage one writes
+    its own: the teacher fields are the fine-tuned teacher's spec, ``dim`` is the logits'."""
     infos = shards.receipts()
     manifest = Manifest(
-        teacher=str(source.get("finetuned") or source.get("base")),
-        teacher_fingerprint=fingerprint(source),
-        tokenizer_fingerprint="",
-        pooling="logits",
-        layer=-1,
-        normalize=False,
-        dim=dim,
+        **{**model.backbone.teacher.identify().manifest_fields(), "dim": model.head.num_outputs},
+        kind=TASK_LOGITS,
         dtype="float32",
-        max_length=0,
         format="arrow",
         corpus={"task": train.task, "split": train.split, "rows": len(train)},
         corpus_fingerprint=split_fingerprint(train),
@@ -189,7 +187,6 @@ def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, dim
         num_bytes=sum(info.num_bytes for info in infos),
         command=command,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        extra={"kind": "glue_kd_logits", "task": train.task},
     )
     write_manifest(cache, manifest)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache_tools.manifest import atomic_write_bytes, atomic_write_json
+from core.io import atomic_write_bytes, atomic_write_json
 from data.glue import GlueSplit, GlueTask
 from evaluation.metrics import TASK_METRICS, glue_average, predictions_from_outputs
 

@@ -24,6 +24,9 @@ import click
 import numpy as np
 import torch
 
+from core.device import resolve_device
+from core.distributed import LONG_WAIT, DistContext, init_distributed
+from core.errors import UserError
 from data.glue import GlueSplit, TaskData, load_task
 from evaluation.config import EvalConfig
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
@@ -41,9 +44,6 @@ from evaluation.report import (
 from evaluation.speed import measure_speeds, plot_pareto, speed_sentences
 from evaluation.systems import SystemSpec, build_model, resolve_systems
 from evaluation.zero_shot import stsb_zero_shot
-from pipeline.device import resolve_device
-from pipeline.distributed import LONG_WAIT, DistContext, init_distributed
-from pipeline.errors import UserError
 
 SUBSET_SEED = 0  # one fixed training subset for every system and seed
 

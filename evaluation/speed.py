@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache_tools.manifest import atomic_write_bytes
+from core.io import atomic_write_bytes
 from data.glue import TaskData
 from evaluation.backbones import Backbone, pad_batch
 from evaluation.config import EvalConfig

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cache_tools.manifest import fingerprint
+from core.io import fingerprint
+from core.teacher import Teacher
 from evaluation.backbones import Backbone
 from evaluation.config import EvalConfig
-from pipeline.teacher import Teacher
 
 CACHE_DIR = "model2vec"
 PCA_DIMS = 256  # model2vec's default; a smaller teacher keeps its own width
@@ -29,7 +29,7 @@ _prepared: dict[tuple[str, str | None], Path] = {}  # (out, teacher) -> folder: 
 
 
 def model2vec_dir(config: EvalConfig, teacher: Teacher) -> Path:
-    key = fingerprint({"teacher": teacher.fingerprint(), "pca_dims": PCA_DIMS})
+    key = fingerprint({"teacher": teacher.spec.teacher_fingerprint, "pca_dims": PCA_DIMS})
     return config.out / CACHE_DIR / key[:16]
 
 

@@ -23,20 +23,20 @@ Without any ``--system``, glue-eval compares every student directory under ``--s
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.errors import UserError
+from core.io import atomic_output, atomic_write_json, read_json_object
+from core.teacher import Teacher
 from data.glue import GlueTask
 from evaluation.backbones import Backbone, StudentBackbone, TeacherBackbone
 from evaluation.config import EvalConfig
 from evaluation.finetune import FinetuneResult
 from evaluation.heads import TaskHead, TaskModel
-from pipeline.errors import UserError
-from pipeline.teacher import Teacher
 
 KINDS = ("student", "scratch", "embeddings", "model2vec", "teacher")
 NEEDS_DIR = ("student", "embeddings")
@@ -111,7 +111,6 @@ def student_shards(directory: Path):
     ``--init-embeddings``): the source of the ``embeddings:DIR`` system's token embeddings. A
     student started from random embeddings gets the teacher's input embeddings."""
     from cache_tools.format import ShardError
-    from cache_tools.manifest import read_json_object
     from cache_tools.reader import ShardDirectory
 
     summary_path = directory / "training_summary.json"
@@ -192,29 +191,26 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
     """The fine-tuned transformer and tokenizer (HF format), the head, what rebuilds them and
     the fine-tuning result."""
     backbone: TeacherBackbone = model.backbone
-    directory.mkdir(parents=True, exist_ok=True)
-    backbone.model.save_pretrained(directory)
-    backbone.tokenizer.save_pretrained(directory)
-    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, directory / HEAD_FILE)
     meta = {
         "task": task.name,
         "labels": task.labels,
-        "pooling": backbone.pooling,
-        "normalize": backbone.normalize,
-        "layer": backbone.layer,
-        "max_length": backbone.max_length,
+        # the fine-tuned weights' identity; its pooling, layer, normalize, max_length rebuild it
+        **backbone.teacher.identify().to_dict(),
         "head_hidden": model.head.hidden,
         "settings_fingerprint": key,
         "result": dataclasses.asdict(result),
         "rates": rates,  # the chosen learning rates and the grid's dev scores
     }
-    # written last: its presence means the directory is complete
-    (directory / FINETUNED_META).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_output(directory, directory=True) as building:  # all of it, or the old one
+        backbone.model.save_pretrained(building)
+        backbone.tokenizer.save_pretrained(building)
+        save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, building / HEAD_FILE)
+        atomic_write_json(building / FINETUNED_META, meta)
 
 
 def finetuned_teacher_meta(directory: Path) -> dict | None:
     path = directory / FINETUNED_META
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_object(path, "a fine-tuned teacher's record", UserError) if path.is_file() else None
 
 
 def load_finetuned_teacher(directory: Path, task: GlueTask, config: EvalConfig) -> TaskModel:
@@ -224,9 +220,8 @@ def load_finetuned_teacher(directory: Path, task: GlueTask, config: EvalConfig) 
         raise UserError(f"{directory}: no {FINETUNED_META}; not a fine-tuned teacher of glue-eval")
     if meta["task"] != task.name:
         raise UserError(f"{directory}: a teacher fine-tuned on {meta['task']}, not {task.name}")
-    teacher = Teacher(str(directory), meta["pooling"], meta["layer"], meta["max_length"], "cpu")
-    # Teacher reads normalisation from a sentence-transformers modules.json, which is not saved here
-    teacher.normalize = meta["normalize"]
+    teacher = Teacher(str(directory), meta["pooling"], meta["layer"], meta["max_length"], "cpu",
+                      normalize=meta["normalize"])  # no modules.json is saved here
     backbone = TeacherBackbone(teacher)
     head = TaskHead(backbone.dim, task.num_outputs, task.pair, meta["head_hidden"], config.dropout)
     head.load_state_dict(load_file(directory / HEAD_FILE))

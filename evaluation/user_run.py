@@ -20,6 +20,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.device import resolve_device
+from core.errors import UserError
 from data.glue import GlueSplit, GlueTask, TaskData
 from data.user_task import (
     FORMATS,
@@ -41,8 +43,6 @@ from evaluation.report import mean_std, mean_std_cell
 from evaluation.run import fit_system, training_subset
 from evaluation.systems import resolve_systems
 from evaluation.user_augment import augment_split
-from pipeline.device import resolve_device
-from pipeline.errors import UserError
 
 SPLIT_SEED = 0  # one fixed dev split (without --dev) and augmentation for every system and seed
 SAVABLE = ("student", "scratch", "embeddings", "teacher")  # backbones a classifier directory holds
@@ -260,7 +260,7 @@ def markdown(task: GlueTask, summary: dict, meta: dict) -> str:
 
 
 def write_results(folder: Path, task: GlueTask, summary: dict, runs: list[dict], meta: dict) -> None:
-    from cache_tools.manifest import atomic_write_bytes, atomic_write_json
+    from core.io import atomic_write_bytes, atomic_write_json
 
     atomic_write_json(folder / "results.json", {"scale": "0-100", "task": task.name,
                                                 "task_type": meta["task_type"], "systems": summary,

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from core.teacher import Teacher
 from data.glue import GlueSplit
 from evaluation.config import EvalConfig
 from evaluation.systems import SystemSpec
-from pipeline.teacher import Teacher
 
 
 def cosine_spearman(u: np.ndarray, v: np.ndarray, gold: np.ndarray) -> float:

@@ -8,9 +8,9 @@ import sys
 import click
 
 from cache_tools.format import ShardError
-from pipeline.distributed import finish_distributed
+from core.distributed import finish_distributed
+from core.errors import UserError
 from pipeline.encode_cmd import encode, shards_info
-from pipeline.errors import UserError
 from pipeline.export_cmd import export
 from pipeline.finetune_cmd import finetune, predict
 from pipeline.glue_cmd import glue_eval

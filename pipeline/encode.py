@@ -6,15 +6,13 @@ The run has three steps, each resumable:
    the corpus and settings: shard ``i`` holds ids ``[i * shard_size, (i + 1) * shard_size)``.
 2. shards: tokenize and encode each missing shard, write it to a temporary name and rename it;
    a receipt (rows, bytes, sha256) goes to ``.work/`` once the shard is in place
-   (``pipeline.sharded_map``, shared with glue-eval's teacher-logit cache).
+   (``cache_tools.sharded_map``, shared with glue-eval's teacher-logit cache).
 3. manifest: written last, from the receipts; its presence means "complete".
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -39,25 +37,17 @@ from cache_tools.format import (
     WORK_DIR,
     parse_shard_name,
 )
-from cache_tools.manifest import (
-    Manifest,
-    atomic_write_bytes,
-    atomic_write_json,
-    fingerprint,
-    read_manifest,
-    sha256_file,
-    write_manifest,
-)
+from cache_tools.manifest import Manifest, read_manifest, write_manifest
+from cache_tools.sharded_map import PreparedShard, ShardedMap
+from core.distributed import LONG_WAIT, DistContext, init_distributed
+from core.errors import UserError
+from core.io import atomic_output, atomic_write_json, fingerprint, is_temporary, sha256_file
+from core.teacher import Teacher
 from data.augment import augment_corpus
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
-from pipeline.distributed import LONG_WAIT, DistContext, init_distributed
-from pipeline.errors import UserError
-from pipeline.sharded_map import PreparedShard, ShardedMap
-from pipeline.teacher import Teacher
 
 PLAN_NAME = "plan.arrow"
 # Temporary names: write_shard's ``*.tmp-<pid>``, atomic_write_bytes' ``.*.tmp``, ``*.tmp`` here.
-_TEMPORARY = re.compile(r"\.tmp(-\d+)?$")
 RUN_NAME = "run.json"
 
 
@@ -171,14 +161,9 @@ def build_plan(corpus: CorpusConfig, work: Path, progress: bool, augment: int = 
     if sources is not None:
         columns["source_id"] = pa.array(sources)
     table = pa.table(columns)
-    tmp = plan_path.with_suffix(".tmp")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not stay full of a half-written plan
-        raise
-    tmp.replace(plan_path)
+    with atomic_output(plan_path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+            pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
     info = {
         "key_fingerprint": key_fp,
         "corpus": key,
@@ -237,13 +222,9 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
     corpus, refusal = ctx.broadcast(_resolve_or_refusal(config) if ctx.is_main else None)
     if refusal is not None:
         raise UserError(refusal)
+    spec = teacher.spec
     settings = {
-        "teacher_fingerprint": teacher.fingerprint(),
-        "tokenizer_fingerprint": teacher.tokenizer_fingerprint(),
-        "pooling": teacher.pooling,
-        "layer": teacher.layer,
-        "normalize": teacher.normalize,
-        "max_length": teacher.max_length,
+        **spec.identity(),  # the vectors' space: a different teacher never resumes this directory
         "dtype": config.dtype,
         "format": config.format,
         "shard_size": config.shard_size,
@@ -266,18 +247,9 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
     plan, plan_info = build_plan(corpus, work, config.progress, config.augment,
                                  teacher.tokenizer.mask_token)  # rank 0: its cached plan
     shards = ShardedMap(out, plan.num_rows, config.shard_size, config.format, config.dtype)
-    shard_meta = {
-        "settings_fingerprint": settings_fp,
-        "teacher": teacher.name,
-        "teacher_fingerprint": settings["teacher_fingerprint"],
-        "pooling": teacher.pooling,
-        "layer": teacher.layer,
-        "normalize": teacher.normalize,
-        "dim": teacher.dim,
-        "dtype": config.dtype,
-        "max_length": teacher.max_length,
-        "num_shards": shards.num_shards,
-    }
+    # each shard names its teacher and settings too (verify checks the fingerprint)
+    shard_meta = {"settings_fingerprint": settings_fp, **spec.manifest_fields(),
+                  "dtype": config.dtype, "num_shards": shards.num_shards}
     todo = shards.todo(ctx)
     my_rows = shards.rows_of(shards.mine(ctx))
     texts = plan.column("text")
@@ -300,7 +272,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
     ood = _encode_ood(config, teacher, ctx) if config.ood else {}
     if ctx.is_main:
         augment = _write_sources(config.out, plan, config.augment) if config.augment else {}
-        _write_final_manifest(config, teacher, settings, settings_fp, plan_info, shards, started, ood,
+        _write_final_manifest(config, teacher, settings_fp, plan_info, shards, started, ood,
                               augment)
     ctx.barrier()
     return EncodeResult(read_manifest(out), encoded, progress.tokens, encode_seconds,
@@ -325,25 +297,19 @@ def _encode_ood(config: EncodeConfig, teacher: Teacher, ctx: DistContext) -> dic
 def _write_sources(out: Path, plan: pa.Table, variants: int) -> dict:
     """The source row of every row (``--augment``), beside the shards; its manifest entry."""
     sources = plan.column("source_id").to_numpy().astype(np.int64)
-    atomic_write_bytes(out / AUGMENT_FILE, _npy_bytes(sources))
+    _save_npy(out / AUGMENT_FILE, sources)
     return {"variants": variants, "file": AUGMENT_FILE, "sha256": sha256_file(out / AUGMENT_FILE)}
 
 
-def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings: dict, settings_fp: str,
+def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings_fp: str,
                           plan_info: dict, shards: ShardedMap, started: float, ood: dict,
                           augment: dict) -> None:
     infos = shards.receipts()
     contextual = config.out / CONTEXTUAL_FILE
+    spec = teacher.spec
     manifest = Manifest(
-        teacher=teacher.name,
-        teacher_fingerprint=settings["teacher_fingerprint"],
-        tokenizer_fingerprint=settings["tokenizer_fingerprint"],
-        pooling=teacher.pooling,
-        layer=teacher.layer,
-        normalize=teacher.normalize,
-        dim=teacher.dim,
+        **spec.manifest_fields(),
         dtype=config.dtype,
-        max_length=teacher.max_length,
         format=config.format,
         corpus={**plan_info["corpus"], "stats": plan_info["stats"]},
         corpus_fingerprint=plan_info["corpus_fingerprint"],
@@ -412,14 +378,14 @@ def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -
     work.mkdir(parents=True, exist_ok=True)
     # Half-written files of a killed run: never under a final name, and the lock says none is live.
     for path in [*out.iterdir(), *work.iterdir()]:
-        if _TEMPORARY.search(path.name):
+        if is_temporary(path.name):
             _remove(path)
     atomic_write_json(run_path, {"settings_fingerprint": settings_fp})
 
 
 def _clear(out: Path) -> None:
     for path in out.iterdir():
-        if parse_shard_name(path.name) or _TEMPORARY.search(path.name) \
+        if parse_shard_name(path.name) or is_temporary(path.name) \
                 or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, CONTEXTUAL_FILE, AUGMENT_FILE, WORK_DIR,
                                  TOKENIZER_DIR, OOD_DIR}:
             _remove(path)
@@ -438,22 +404,14 @@ def _write_sidecars(out: Path, teacher: Teacher, contextual: bool = True) -> Non
     before the contextual matrix existed adds it."""
     tokenizer_dir = out / TOKENIZER_DIR
     if not (tokenizer_dir / "tokenizer.json").is_file():
-        tmp = out / f"{TOKENIZER_DIR}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        teacher.save_tokenizer(tmp)
-        tmp.rename(tokenizer_dir)
-    embeddings = out / EMBEDDINGS_FILE
-    if not embeddings.is_file():
-        tmp = out / f"{EMBEDDINGS_FILE}.tmp"
-        with open(tmp, "wb") as handle:
-            np.save(handle, teacher.input_embeddings())
-        tmp.replace(embeddings)
+        with atomic_output(tokenizer_dir, directory=True) as tmp:
+            teacher.save_tokenizer(tmp)
+    if not (out / EMBEDDINGS_FILE).is_file():
+        _save_npy(out / EMBEDDINGS_FILE, teacher.input_embeddings())
     if contextual and not (out / CONTEXTUAL_FILE).is_file():
-        matrix = teacher.contextual_embeddings()
-        atomic_write_bytes(out / CONTEXTUAL_FILE, _npy_bytes(matrix))
+        _save_npy(out / CONTEXTUAL_FILE, teacher.contextual_embeddings())
 
 
-def _npy_bytes(matrix: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, matrix)
-    return buffer.getvalue()
+def _save_npy(path: Path, matrix: np.ndarray) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:  # a handle: np.save adds no suffix
+        np.save(handle, matrix)

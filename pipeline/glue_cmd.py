@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from core.errors import UserError
 from evaluation.config import BASELINES, EvalConfig, parse_rates
 from evaluation.run import run_glue_eval
-from pipeline.errors import UserError
 
 DEFAULTS = EvalConfig.__dataclass_fields__  # click defaults come from the dataclass
 

@@ -7,7 +7,7 @@ import dataclasses
 import click
 from click.core import ParameterSource
 
-from pipeline.errors import UserError
+from core.errors import UserError
 from student.config import INIT_EMBEDDINGS, POOLINGS, EmbedConfig, TrainConfig
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)

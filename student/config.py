@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache_tools.manifest import read_json_object
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.io import read_json_object
 
 POOLINGS = ("max", "mean", "last")
 # contextual: each token through the teacher alone (encode writes the matrix); teacher: the

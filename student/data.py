@@ -18,7 +18,7 @@ from cache_tools.format import ShardError
 from cache_tools.manifest import Manifest
 from cache_tools.reader import ShardData, ShardDirectory, read_shard
 from cache_tools.verify import verify_directory, verify_shard
-from pipeline.errors import UserError
+from core.errors import UserError
 from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
 
 # Manifest fields that must agree between shard directories trained on together: the same

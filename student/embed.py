@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import UserError
+from core.errors import UserError
 from student.config import EmbedConfig
 from student.onnx import OnnxStudent, is_onnx_student
 

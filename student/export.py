@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cache_tools.manifest import atomic_write_json
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.io import atomic_write_json
 from student.config import StudentConfig
 from student.onnx import (
     INPUT_IDS,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 
 def mse_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from cache_tools.manifest import read_json_object
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.io import read_json_object
 from student.batching import encode_sorted, token_ids
 from student.tokenization import TOKENIZER_FILE, load_tokenizer, suffix_length
 

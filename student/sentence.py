@@ -12,8 +12,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from pipeline.device import resolve_device
-from pipeline.errors import UserError
+from core.device import resolve_device
+from core.errors import UserError
 from student.batching import encode_sorted, token_ids
 from student.config import StudentConfig
 from student.model import StudentEncoder

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 TOKENIZER_FILE = "tokenizer.json"
 # Files a Hugging Face tokenizer directory may hold; copied along with a saved student.

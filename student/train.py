@@ -17,10 +17,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from cache_tools.manifest import atomic_write_json
-from pipeline.device import autocast_context, resolve_device
-from pipeline.distributed import DistContext, init_distributed
-from pipeline.errors import UserError
+from core.device import autocast_context, resolve_device
+from core.distributed import DistContext, init_distributed
+from core.errors import UserError
+from core.io import atomic_write_json
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
 from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
 from student.evaluate import agreement

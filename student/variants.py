@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UserError
+from core.errors import UserError
 from student.config import TrainConfig
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"variant"}

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.errors import UserError
 from data.corpus import CorpusConfig, CorpusReader, bundled_wiki_sample, normalize_sentence, split_sentences
-from pipeline.errors import UserError
 
 PARAGRAPH = "The river is long. It flows into the sea near the old city. Many boats sail on it."
 

@@ -12,11 +12,11 @@ import cache_tools.writer
 from cache_tools.format import MANIFEST_NAME
 from cache_tools.reader import ShardDirectory, read_shard
 from cache_tools.verify import verify_directory
+from core.errors import UserError
+from core.teacher import plan_batches
 from data.corpus import CorpusConfig
 from pipeline.cli import cli
 from pipeline.encode import EncodeConfig, run_encode
-from pipeline.errors import UserError
-from pipeline.teacher import plan_batches
 
 
 def _config(out, corpus_file, teacher, **kwargs) -> EncodeConfig:
@@ -80,14 +80,14 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_corpus_file,
             raise KeyboardInterrupt  # as if killed while writing shard 3
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr("pipeline.sharded_map.write_shard", crash_on_third)
+    monkeypatch.setattr("cache_tools.sharded_map.write_shard", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
     assert not (interrupted / MANIFEST_NAME).exists()
     assert sorted(p.name for p in interrupted.glob("train-*")) == [
         "train-00000-of-00004.arrow", "train-00001-of-00004.arrow"]
 
-    monkeypatch.setattr("pipeline.sharded_map.write_shard", real_write)
+    monkeypatch.setattr("cache_tools.sharded_map.write_shard", real_write)
     result = run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
     assert result.encoded_rows == 64 + 8  # only the two missing shards
     for got, want in zip(_all_rows(interrupted), _all_rows(reference), strict=True):

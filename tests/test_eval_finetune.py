@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cache_tools.reader import ShardDirectory
+from core.errors import UserError
 from data.glue import TASKS, GlueSplit, load_task
 from evaluation import kd
 from evaluation.backbones import StudentBackbone, pad_batch
@@ -43,7 +44,6 @@ from evaluation.systems import (
     resolve_systems,
     save_finetuned_teacher,
 )
-from pipeline.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 CPU = torch.device("cpu")

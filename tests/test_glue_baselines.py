@@ -138,7 +138,7 @@ def test_embeddings_system_takes_the_shards_matrix_and_nothing_else(init, matrix
 
 
 def test_default_scratch_without_students_uses_the_teachers_tokenizer(tmp_path, tiny_teacher_dir):
-    from pipeline.teacher import Teacher
+    from core.teacher import Teacher
 
     config = EvalConfig(out=tmp_path, systems=["scratch"], glue_dir=FIXTURES,
                         teacher=str(tiny_teacher_dir))

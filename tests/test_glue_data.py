@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from data.glue import (
     DIAGNOSTIC,
     TASKS,
@@ -17,7 +18,6 @@ from data.glue import (
     read_diagnostic,
     task_by_name,
 )
-from pipeline.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from core.errors import UserError
 from pipeline.cli import cli
-from pipeline.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 

@@ -6,9 +6,9 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from cache_tools.reader import ShardDirectory
+from core.teacher import default_teacher
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
-from pipeline.teacher import default_teacher
 
 
 def test_bundled_teacher_shards_match_sentence_transformers(tmp_path):

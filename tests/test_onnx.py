@@ -142,7 +142,7 @@ def real_sentences(shared_data: Path, count: int = 3000) -> list[str]:
 def test_fp32_onnx_equals_torch_on_real_sentences(tmp_path, shared_data, pooling, layers):
     """A few thousand real sentences (3 to 90 tokens, some truncated at 64) through a student with
     the bundled teacher's 30,522-token vocabulary; random weights, small widths for speed."""
-    from pipeline.teacher import default_teacher
+    from core.teacher import default_teacher
 
     texts = real_sentences(shared_data)
     source = make_student(tmp_path / "s", Path(default_teacher()), output_dim=64, embed_dim=64,
@@ -227,7 +227,7 @@ def test_failed_export_leaves_nothing(monkeypatch, tmp_path, tiny_student_dir):
 
 
 def test_onnx_student_refuses_bad_directories(tmp_path, tiny_student_dir):
-    from pipeline.errors import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="not an ONNX student"):
         OnnxStudent(tiny_student_dir)

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cache_tools.manifest import read_manifest
+from core.errors import UserError
+from core.teacher import Teacher
 from data.corpus import CorpusConfig, CorpusReader, normalize_sentence, split_sentences
-from pipeline.errors import UserError
-from pipeline.teacher import Teacher
 from tests.cli_helpers import assert_one_line_error, pipeline_main
 from tests.tiny import WORDS, tiny_corpus
 

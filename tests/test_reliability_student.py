@@ -13,9 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cache_tools.manifest import read_manifest, sha256_file, write_manifest
+from cache_tools.manifest import read_manifest, write_manifest
 from cache_tools.reader import read_shard, shard_metadata
 from cache_tools.writer import write_shard
+from core.io import sha256_file
 from student.sentence import SentenceStudent
 from student.train import Trainer
 from tests.cli_helpers import assert_one_line_error, pipeline_main

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from cache_tools.format import MANIFEST_NAME
-from cache_tools.manifest import read_manifest, sha256_file, write_manifest
+from cache_tools.manifest import read_manifest, write_manifest
 from cache_tools.reader import read_shard, shard_metadata
 from cache_tools.verify import verify_directory
 from cache_tools.writer import write_shard
+from core.io import sha256_file
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
 from tests.cli_helpers import assert_one_line_error, pipeline_main

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cache_tools.reader import read_shard
-from pipeline.distributed import DistContext
-from pipeline.errors import UserError
-from pipeline.sharded_map import PreparedShard, ShardedMap
+from cache_tools.sharded_map import PreparedShard, ShardedMap
+from core.distributed import DistContext
+from core.errors import UserError
 
 TEXTS = [f"sentence number {i}" for i in range(10)]
 

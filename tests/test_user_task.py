@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from core.errors import UserError
 from data.user_task import (
     BINARY_METRICS,
     MULTICLASS_METRICS,
@@ -20,7 +21,6 @@ from data.user_task import (
 )
 from evaluation.metrics import split_metrics
 from evaluation.user_augment import augment_split
-from pipeline.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "user"
 PAIRS = Columns("question1", "question2", "is_duplicate")

@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from pipeline.errors import UserError
+from core.errors import UserError
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

@@ -7,18 +7,65 @@ length-sorted sentences so that little padding is computed.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.device import autocast_context, resolve_device
-from pipeline.errors import UserError
+from core.device import autocast_context, resolve_device
+from core.errors import UserError
 
 POOLINGS = ("mean", "cls", "max")
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What a teacher is, for every record that must tell teachers apart: the encode settings
+    and shard metadata, the manifest, the kd-logit cache and the fine-tuned teachers.
+
+    Produced once per loaded teacher (:attr:`Teacher.spec`; :func:`teacher_spec` by name, once
+    per process). Two teachers whose ``identity()`` agrees make the same vectors, wherever their
+    files are: the name is kept for people and left out of the identity.
+    """
+
+    name: str
+    teacher_fingerprint: str  # sha256 over the weights (names, shapes, bytes)
+    tokenizer_fingerprint: str  # sha256 of the fast tokenizer's JSON
+    pooling: str
+    layer: int
+    normalize: bool
+    max_length: int
+    dim: int
+
+    IDENTITY = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize",
+                "max_length")
+
+    def identity(self) -> dict:
+        """The fields that decide the vectors (a dict, so it can join a settings fingerprint)."""
+        return {name: getattr(self, name) for name in self.IDENTITY}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def manifest_fields(self) -> dict:
+        """The spec as a shard manifest stores it (``teacher`` = the name)."""
+        fields = self.to_dict()
+        fields["teacher"] = fields.pop("name")
+        return fields
+
+
+@functools.lru_cache(maxsize=8)
+def teacher_spec(name: str | None = None, pooling: str | None = None, layer: int = -1,
+                 max_length: int | None = None) -> TeacherSpec:
+    """The spec of a teacher by name: loaded (on CPU) and hashed once per process, however many
+    tasks and systems of a run ask for it."""
+    return Teacher(name, pooling, layer, max_length, device="cpu").spec
 
 
 def default_teacher() -> str:
@@ -77,6 +124,7 @@ class Teacher:
         layer: int = -1,
         max_length: int | None = None,
         device: str | None = None,
+        normalize: bool | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -107,7 +155,9 @@ class Teacher:
         self.pooling = pooling or self._pooling_from_config(st_pooling) or "mean"
         if self.pooling not in POOLINGS:
             raise UserError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        self.normalize = any("Normalize" in m.get("type", "") for m in st_modules)
+        # a saved fine-tuned teacher has no modules.json: its caller says
+        self.normalize = (any("Normalize" in m.get("type", "") for m in st_modules)
+                          if normalize is None else normalize)
         self.layer = layer
         n_layers = self.model.config.num_hidden_layers
         if not -n_layers - 1 <= layer <= n_layers:
@@ -131,17 +181,25 @@ class Teacher:
         raise UserError("the teacher's sentence-transformers pooling is not cls, mean or max")
 
     # -- identity -------------------------------------------------------------------------
-    def fingerprint(self) -> str:
-        """sha256 over the weights (names, shapes, bytes): any change of teacher changes it."""
-        digest = hashlib.sha256()
-        for key, tensor in sorted(self.model.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+    @functools.cached_property
+    def spec(self) -> TeacherSpec:
+        """This teacher's :class:`TeacherSpec`, hashed once, on first use (the weights of a
+        teacher are frozen; one being fine-tuned is identified afresh with :meth:`identify`)."""
+        return self.identify()
 
-    def tokenizer_fingerprint(self) -> str:
-        return hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+    def identify(self) -> TeacherSpec:
+        """The :class:`TeacherSpec` of the weights as they are now."""
+        return TeacherSpec(
+            name=self.name,
+            teacher_fingerprint=_weights_sha256(self.model),
+            tokenizer_fingerprint=hashlib.sha256(
+                self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+            pooling=self.pooling,
+            layer=self.layer,
+            normalize=self.normalize,
+            max_length=self.max_length,
+            dim=self.dim,
+        )
 
     def input_embeddings(self) -> np.ndarray:
         """The input word-embedding matrix, (V, D_emb) float32: the student's initialisation."""
@@ -157,12 +215,9 @@ class Teacher:
         if cls_id is None or sep_id is None:
             raise UserError(f"teacher {self.name!r} has no [CLS]/[SEP] tokens for the vocabulary pass")
         vocab = self.model.get_input_embeddings().weight.shape[0]
-        normalize, self.normalize = self.normalize, False
-        try:
-            matrix = self.encode_tokenized([[cls_id, token, sep_id] for token in range(vocab)],
-                                           batch_size=batch_size, max_tokens=3 * batch_size)
-        finally:
-            self.normalize = normalize
+        matrix = self.encode_tokenized([[cls_id, token, sep_id] for token in range(vocab)],
+                                       batch_size=batch_size, max_tokens=3 * batch_size,
+                                       normalize=False)
         spread = float(self.input_embeddings().std()) / max(float(matrix.std()), 1e-12)
         return matrix * np.float32(spread)
 
@@ -177,9 +232,12 @@ class Teacher:
         )
         return encoded["input_ids"]
 
-    @torch.inference_mode()
     def embed(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Sentence vectors (B, D) float32 for one batch of token id lists."""
+        return self._embed(token_ids, self.normalize)
+
+    @torch.inference_mode()
+    def _embed(self, token_ids: Sequence[Sequence[int]], normalize: bool) -> np.ndarray:
         longest = max(len(ids) for ids in token_ids)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = torch.full((len(token_ids), longest), pad_id, dtype=torch.long)
@@ -193,7 +251,7 @@ class Teacher:
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=self.layer != -1
             )
         hidden = output.last_hidden_state if self.layer == -1 else output.hidden_states[self.layer]
-        return pool(hidden.float(), mask, self.pooling, self.normalize).cpu().numpy()
+        return pool(hidden.float(), mask, self.pooling, normalize).cpu().numpy()
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 16384
@@ -204,16 +262,28 @@ class Teacher:
 
     def encode_tokenized(
         self, token_ids: Sequence[Sequence[int]], batch_size: int = 64, max_tokens: int = 16384,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None, normalize: bool | None = None,
     ) -> np.ndarray:
         """(N, D) float32 vectors of token id lists, batched by token budget; ``on_batch`` gets
-        (sentences, tokens) of each batch done (for progress reporting)."""
+        (sentences, tokens) of each batch done (for progress reporting); ``normalize`` overrides
+        the teacher's own setting (the vocabulary pass is not normalised)."""
+        embed = self.embed if normalize is None else functools.partial(self._embed, normalize=normalize)
         vectors = np.empty((len(token_ids), self.dim), dtype=np.float32)
         for batch in plan_batches([len(t) for t in token_ids], max_tokens, batch_size):
-            vectors[batch] = self.embed([token_ids[i] for i in batch])
+            vectors[batch] = embed([token_ids[i] for i in batch])
             if on_batch is not None:
                 on_batch(len(batch), sum(len(token_ids[i]) for i in batch))
         return vectors
+
+
+def _weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the weights (names, shapes, bytes): any change of teacher changes it."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> torch.Tensor:

@@ -15,15 +15,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cache_tools.format import WORK_DIR, shard_name
-from cache_tools.manifest import ShardInfo, atomic_write_json, sha256_file
+from cache_tools.manifest import ShardInfo
 from cache_tools.writer import write_shard
-from pipeline.distributed import DistContext
-from pipeline.errors import UserError
+from core.errors import UserError
+from core.io import atomic_write_json, sha256_file
+
+if TYPE_CHECKING:  # the shard format needs no torch at run time; only the type
+    from core.distributed import DistContext
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The shared runtime below every stage: errors, device, distributed, atomic IO, the teacher."""
