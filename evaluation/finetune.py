@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from core.device import autocast_context
+from core.optim import OptimStep, warmup_linear_lr
 from data.glue import GlueSplit, GlueTask
 from evaluation.backbones import Backbone, pad_batch
 from evaluation.heads import TaskModel
@@ -38,7 +39,7 @@ class TrainSettings:
     encoder_lr: float | None = None  # the backbone when it differs (the BERT teacher)
     weight_decay: float = 0.01
     warmup: float = 0.1  # fraction of the steps with a linearly rising learning rate
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the gradient norm's ceiling; 0: no clipping
     patience: int = 2
     kd_alpha: float = 0.5  # weight of the hard-label loss when teacher logits are given
     seed: int = 0
@@ -92,14 +93,14 @@ def finetune(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model.to(device)
-    steps = settings.epochs * -(-len(train) // settings.batch_size)
-    optimizer, scheduler = _optimizer(model, settings, steps)
-    scaler = _grad_scaler(device)
+    steps_per_epoch = -(-len(train) // settings.batch_size)
+    optim_step = _optim_step(model, settings, settings.epochs * steps_per_epoch, device)
     best: tuple[FinetuneResult, dict] | None = None
     history: list[dict] = []
     for epoch in range(1, settings.epochs + 1):
         started = time.perf_counter()
-        loss = _train_epoch(model, task, train, settings, device, rng, optimizer, scheduler, scaler)
+        loss = _train_epoch(model, task, train, settings, device, rng, optim_step,
+                            first_step=(epoch - 1) * steps_per_epoch)
         metrics = evaluate(model, task, dev, settings.batch_size, device)
         record = {"epoch": epoch, "train_loss": loss, **metrics, "dev_score": task_score(metrics),
                   "seconds": round(time.perf_counter() - started, 2)}
@@ -202,46 +203,33 @@ def finetune_grid(
     return best
 
 
-def _optimizer(model: TaskModel, settings: TrainSettings, steps: int):
-    encoder_lr = settings.encoder_lr or settings.lr
+def _optim_step(model: TaskModel, settings: TrainSettings, steps: int,
+                device: torch.device) -> OptimStep:
+    """AdamW with the backbone at ``encoder_lr`` and the head at ``lr``; BERT's schedule over
+    ``steps``: linear warm-up for the ``warmup`` fraction, then linear decay to zero."""
     groups = [
-        {"params": list(model.backbone.parameters()), "lr": encoder_lr},
+        {"params": list(model.backbone.parameters()), "lr": settings.encoder_lr or settings.lr},
         {"params": list(model.head.parameters()), "lr": settings.lr},
     ]
     # fused: one kernel for all tensors, a faster optimizer step (on CPU too)
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay, fused=True)
     warmup = max(1, int(settings.warmup * steps))
-
-    def schedule(step: int) -> float:
-        # linear warm-up, then linear decay to zero at the last step
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return OptimStep(optimizer, lambda step, peak: warmup_linear_lr(step, steps, peak, warmup),
+                     device, model.parameters(), settings.grad_clip)
 
 
-def _grad_scaler(device: torch.device) -> torch.amp.GradScaler:
-    # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and fp32 do not.
-    fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=fp16)
-
-
-def _train_epoch(model, task, train, settings, device, rng, optimizer, scheduler, scaler) -> float:
+def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimStep,
+                 first_step: int) -> float:
+    """One pass over ``train`` in a random order; its steps are numbered from ``first_step``."""
     model.train()
     total, count = 0.0, 0
-    for rows in _batches(rng.permutation(len(train)), settings.batch_size):
+    batches = _batches(rng.permutation(len(train)), settings.batch_size)
+    for step, rows in enumerate(batches, start=first_step):
         ids, lengths = _collate(train, rows, model.backbone.pad_id)
         with autocast_context(device):
             outputs = model(ids.to(device), lengths)  # (B, C)
         loss = task_loss(task, outputs.float(), train, rows, settings.kd_alpha, device)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        optim_step(loss, step)
         total += loss.item() * len(rows)
         count += len(rows)
     return total / max(count, 1)

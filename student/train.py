@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -20,7 +19,9 @@ from tqdm.auto import tqdm
 from core.device import autocast_context, resolve_device
 from core.distributed import DistContext, init_distributed
 from core.errors import UserError
-from core.io import atomic_write_json
+from core.io import atomic_output, atomic_write_json, is_temporary
+from core.optim import OptimStep
+from core.optim import warmup_cosine_lr as get_lr  # its name here before core.optim
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
 from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
 from student.evaluate import agreement
@@ -30,21 +31,10 @@ from student.sentence import SentenceStudent
 from student.tokenization import TOKENIZER_FILES, pad_token_id
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_TMP = ".checkpoint.pt.tmp"  # a kill -9 during a save can leave it behind
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "metrics.png"
 SUMMARY_NAME = "training_summary.json"
 BEST_DIR = "best"
-
-
-def get_lr(step: int, total: int, lr: float, min_lr: float, warmup: int) -> float:
-    """Linear warmup for ``warmup`` steps, then cosine decay from ``lr`` to ``min_lr`` at ``total``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if step >= total:
-        return min_lr
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 @dataclass
@@ -126,8 +116,6 @@ class Trainer:
             lr=config.lr,
             fused=True,  # one kernel for all tensors: ~3x faster than the default on CPU too
         )
-        fp16 = self.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
         self.split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size,
                                    self.corpus.source_ids)
@@ -138,6 +126,12 @@ class Trainer:
         self.warmup = (config.warmup_steps if config.warmup_steps is not None
                        else max(1, self.total_steps // 50))
         self.min_lr = config.min_lr if config.min_lr is not None else config.lr / 10
+        # both groups peak at config.lr (built before a checkpoint replaces the rates)
+        self.optim_step = OptimStep(
+            self.optimizer,
+            lambda step, peak: get_lr(step, self.total_steps, peak, self.min_lr, self.warmup),
+            self.device, self.model.parameters(), config.grad_clip,
+        )
         self.validation = self._validation_batches()
         self.ood = self._ood_batches()
 
@@ -179,7 +173,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.optim_step.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
@@ -195,10 +189,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.ctx.is_main:
             return
-        path = self.out / CHECKPOINT_NAME
-        tmp = self.out / CHECKPOINT_TMP
-        torch.save(self._checkpoint_state(), tmp)
-        os.replace(tmp, path)  # never a half-written checkpoint under the real name
+        with atomic_output(self.out / CHECKPOINT_NAME) as tmp:  # never a half-written checkpoint
+            torch.save(self._checkpoint_state(), tmp)
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -215,7 +207,7 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.optim_step.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best_cosine, self.best_step = state["best_cosine"], state["best_step"]
         vars(self.window).update(state["window"])
@@ -276,9 +268,8 @@ class Trainer:
             return rows[:1], 0.0
         return mine, len(mine) * self.ctx.world_size / len(rows)
 
-    def train_step(self, batch: Batch, lr: float, weight: float = 1.0) -> dict[str, float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def train_step(self, batch: Batch, weight: float = 1.0) -> dict[str, float]:
+        """Optimisation step ``self.step`` on ``batch``; its losses (the global batch's means)."""
         with autocast_context(self.device):
             vectors = self.forward_model(batch.input_ids.to(self.device, non_blocking=True),
                                          batch.lengths)
@@ -286,13 +277,7 @@ class Trainer:
         if self.ctx.enabled:
             loss = loss * weight
             parts = {k: v.detach() * weight for k, v in parts.items()}
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optim_step(loss, self.step)
         logged = torch.stack([loss.detach(), *parts.values()]).float()
         if self.ctx.enabled:  # the global batch's mean losses, for the log
             torch.distributed.all_reduce(logged)
@@ -318,14 +303,13 @@ class Trainer:
                     rows, weight = self.local_rows(plan[self.position])
                     batch = self._batch(rows)
                     loaded = time.perf_counter()
-                    lr = get_lr(self.step, self.total_steps, config.lr, self.min_lr, self.warmup)
-                    losses = self.train_step(batch, lr, weight)
+                    losses = self.train_step(batch, weight)
                     self.step += 1
                     self.position += 1
                     self.window.add(losses, len(plan[self.position - 1]), loaded - started,
                                     time.perf_counter() - started)
                     bar.update(1)
-                    self._after_step(lr, bar)
+                    self._after_step(bar)
                     if config.stop_after and self.step - start_step >= config.stop_after \
                             and self.step < self.total_steps:
                         self.save_checkpoint()
@@ -338,9 +322,10 @@ class Trainer:
             bar.close()
         return self.finish()
 
-    def _after_step(self, lr: float, bar) -> None:
+    def _after_step(self, bar) -> None:
         config = self.config
         if self.step % config.log_every == 0 or self.step == self.total_steps:
+            lr = self.optimizer.param_groups[0]["lr"]  # the step just taken (every group's rate)
             record = {"kind": "train", "step": self.step, "epoch": self.epoch, "lr": lr,
                       **self.window.flush()}
             self._record(record)
@@ -353,9 +338,16 @@ class Trainer:
             cosine = self.last_metrics.get("val_cosine", -math.inf)
             if cosine > self.best_cosine:
                 self.best_cosine, self.best_step = cosine, self.step
-                self.save_student(self.out / BEST_DIR)
+                self.save_best()
         if self.step % config.checkpoint_every == 0 and self.step < self.total_steps:
             self.save_checkpoint()
+
+    def save_best(self) -> None:
+        """best/: the student of the best held-out cosine so far, replaced whole or not at all."""
+        if not self.ctx.is_main:
+            return
+        with atomic_output(self.out / BEST_DIR, directory=True) as best:
+            self.save_student(best)
 
     def save_student(self, directory: Path) -> None:
         if not self.ctx.is_main:
@@ -389,8 +381,7 @@ class Trainer:
         }
         atomic_write_json(self.out / SUMMARY_NAME, summary)
         # The student and summary are saved; optimizer state is no longer needed.
-        for name in (CHECKPOINT_NAME, CHECKPOINT_TMP):
-            (self.out / name).unlink(missing_ok=True)
+        (self.out / CHECKPOINT_NAME).unlink(missing_ok=True)
         return TrainResult(self.out, self.step, True, self.last_metrics, self.best_step)
 
     def plot(self) -> None:
@@ -426,7 +417,7 @@ class _Window:
 
 
 def prepare_output(config: TrainConfig) -> None:
-    """Create the output directory.
+    """Create the output directory, without the temporaries of a killed run.
 
     Refuses to train over an earlier run unless --resume or --overwrite says what to do with it.
     """
@@ -434,7 +425,7 @@ def prepare_output(config: TrainConfig) -> None:
     checkpoint = out / CHECKPOINT_NAME
     earlier = checkpoint.is_file() or (out / SUMMARY_NAME).is_file()
     if earlier and config.overwrite:
-        for name in (CHECKPOINT_NAME, CHECKPOINT_TMP, METRICS_NAME, SUMMARY_NAME, PLOT_NAME):
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, PLOT_NAME):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / BEST_DIR, ignore_errors=True)
     elif earlier and not config.resume:
@@ -443,6 +434,12 @@ def prepare_output(config: TrainConfig) -> None:
             "to start over"
         )
     out.mkdir(parents=True, exist_ok=True)
+    # What a killed run was writing (a checkpoint, best/): never under a final name, so no loss.
+    for leftover in (p for p in out.iterdir() if is_temporary(p.name)):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
 
 
 def run_train_student(config: TrainConfig) -> TrainResult:
