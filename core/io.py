@@ -62,28 +62,33 @@ def atomic_output(path: str | Path, *, directory: bool = False) -> Iterator[Path
             os.replace(tmp, path)
         _fsync_directory(path.parent)
     except BaseException:
-        if directory:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
 
 
 def _replace_directory(tmp: Path, path: Path) -> None:
     """Rename ``tmp`` to ``path``. A directory cannot be renamed over a non-empty one, so an
-    existing ``path`` is first moved aside under a temporary name and removed after."""
+    existing ``path`` (a directory or a file) is first moved aside under a temporary name and
+    removed once the new one is in place."""
     if not path.exists():
         tmp.rename(path)
         return
     aside = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-old")
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove(aside)
     path.rename(aside)
     try:
         tmp.rename(path)
     except BaseException:
         aside.rename(path)  # put the old one back
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

@@ -22,6 +22,7 @@ from core.device import autocast_context, resolve_device
 from core.errors import UserError
 
 POOLINGS = ("mean", "cls", "max")
+LAST_LAYER = -1  # the hidden layer pooled by default (0 = the embedding output)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class TeacherSpec:
 
 
 @functools.lru_cache(maxsize=8)
-def teacher_spec(name: str | None = None, pooling: str | None = None, layer: int = -1,
+def teacher_spec(name: str | None = None, pooling: str | None = None, layer: int = LAST_LAYER,
                  max_length: int | None = None) -> TeacherSpec:
     """The spec of a teacher by name: loaded (on CPU) and hashed once per process, however many
     tasks and systems of a run ask for it."""
@@ -121,7 +122,7 @@ class Teacher:
         self,
         name: str | None = None,
         pooling: str | None = None,
-        layer: int = -1,
+        layer: int = LAST_LAYER,
         max_length: int | None = None,
         device: str | None = None,
         normalize: bool | None = None,

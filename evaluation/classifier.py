@@ -22,8 +22,6 @@ Python use::
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from core.device import resolve_device
 from core.errors import UserError
-from core.io import atomic_write_json, read_json_object
+from core.io import atomic_output, atomic_write_json, read_json_object
 from data.glue import GlueSplit, GlueTask
 from data.user_task import Columns, make_task
 from evaluation.backbones import StudentBackbone
@@ -142,9 +140,7 @@ def save_classifier(model: TaskModel, task: GlueTask, student_dir: Path | None, 
     directory = Path(directory)
     check_output_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        building.chmod(0o755)  # mkdtemp makes it 0700; the classifier is meant to be shared
+    with atomic_output(directory, directory=True) as building:  # an old classifier goes last
         if kind == "teacher":
             save_finetuned_teacher(model, task, building / ENCODER_DIR, "", result)
         else:
@@ -169,26 +165,10 @@ def save_classifier(model: TaskModel, task: GlueTask, student_dir: Path | None, 
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             **meta,
         })
-        _replace_dir(building, directory)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
 
 
 def _head_dropout(head: TaskHead) -> float:
     return float(head.mlp[0].p)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an old classifier there is moved aside first, then removed."""
-    if not target.exists():
-        new.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def default_systems(students_dir: Path) -> list[str]:
 
 @dataclass
 class EvalConfig:
-    """One GLUE evaluation run: which systems, which tasks, how to train and what to write."""
+    """One GLUE evaluation run: which systems, which tasks, how to train and what to write.
+    The optimisation defaults are TrainSettings' (one source); ``pipeline finetune``'s are these."""
 
     out: Path = Path("glue_results")
     systems: list[str] = field(default_factory=list)  # empty: the students found + the baselines
@@ -74,16 +75,16 @@ class EvalConfig:
     glue_dir: Path | None = None  # None: read nyu-mll/glue from the Hugging Face hub
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
-    kd_alpha: float = 0.5
+    kd_alpha: float = TrainSettings.kd_alpha
     kd_shard_rows: int = 4096  # teacher-logit cache rows per shard: the unit of work of a rank
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
-    epochs: int = 4
-    batch_size: int = 32
+    epochs: int = TrainSettings.epochs
+    batch_size: int = TrainSettings.batch_size
     lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
     teacher_lr_grid: list[float] = field(default_factory=lambda: list(TEACHER_LR_GRID))
     teacher_head_lr: float = 1e-3
-    patience: int = 2
+    patience: int = TrainSettings.patience
     head_hidden: int = 256
     dropout: float = 0.1
     max_train_samples: int | None = None  # every system's cap (the teacher's too, unless below)
@@ -91,7 +92,7 @@ class EvalConfig:
     probe: bool = False  # frozen vectors + logistic regression instead of fine-tuning
     predict_test: bool = False
     zero_shot: bool = False  # only the STS-B zero-shot check, no fine-tuning
-    device: str | None = None
+    device: str = "auto"
     command: str = ""
 
     def __post_init__(self) -> None:

@@ -9,7 +9,6 @@ only as steady as the CPU: another process's load slows every pass it overlaps.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.io import atomic_write_bytes
+from core.io import atomic_output
 from data.glue import TaskData
 from evaluation.backbones import Backbone, pad_batch
 from evaluation.config import EvalConfig
@@ -113,11 +112,10 @@ def plot_pareto(out: Path) -> Path | None:
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=8)
     fig.tight_layout()
-    image = io.BytesIO()
-    fig.savefig(image, format="png", dpi=100)
-    plt.close(fig)
     path = out / PARETO_FILE
-    atomic_write_bytes(path, image.getvalue())
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
     return path
 
 

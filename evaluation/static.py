@@ -17,19 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.io import fingerprint
-from core.teacher import Teacher
+from core.io import atomic_output, fingerprint
+from core.teacher import Teacher, teacher_spec
 from evaluation.backbones import Backbone
 from evaluation.config import EvalConfig
 
 CACHE_DIR = "model2vec"
 PCA_DIMS = 256  # model2vec's default; a smaller teacher keeps its own width
 MAX_TOKENS = 512  # model2vec's default truncation of a sentence
-_prepared: dict[tuple[str, str | None], Path] = {}  # (out, teacher) -> folder: fingerprint once
 
 
-def model2vec_dir(config: EvalConfig, teacher: Teacher) -> Path:
-    key = fingerprint({"teacher": teacher.spec.teacher_fingerprint, "pca_dims": PCA_DIMS})
+def model2vec_dir(config: EvalConfig) -> Path:
+    """The cache folder of the distilled teacher: named by the teacher's identity."""
+    key = fingerprint({"teacher": teacher_spec(config.teacher).teacher_fingerprint, "pca_dims": PCA_DIMS})
     return config.out / CACHE_DIR / key[:16]
 
 
@@ -37,15 +37,11 @@ def prepare_model2vec(config: EvalConfig, log: Callable[[str], None]) -> Path:
     """Distil the teacher with model2vec unless the cache holds it; returns the model's folder."""
     from model2vec.distill import distill_from_model
 
-    known = _prepared.get((str(config.out), config.teacher))
-    if known is not None and (known / "config.json").is_file():
-        return known
-    teacher = Teacher(config.teacher, device="cpu")
-    directory = model2vec_dir(config, teacher)
-    _prepared[(str(config.out), config.teacher)] = directory
+    directory = model2vec_dir(config)
     if (directory / "config.json").is_file():
         log(f"model2vec: the distilled teacher from {directory}")
         return directory
+    teacher = Teacher(config.teacher, device="cpu")
     log(f"model2vec: distilling the teacher ({teacher.tokenizer.vocab_size} tokens, PCA {PCA_DIMS})")
     quiet = logging.getLogger("model2vec")
     level = quiet.level
@@ -55,14 +51,8 @@ def prepare_model2vec(config: EvalConfig, log: Callable[[str], None]) -> Path:
                                     pca_dims=min(PCA_DIMS, teacher.dim))
     finally:
         quiet.setLevel(level)
-    # written to a temporary folder, then renamed: a present folder is a complete one
-    partial = directory.with_name(directory.name + ".partial")
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial)  # left by a run killed while saving
-    static.save_pretrained(partial)
-    partial.rename(directory)
+    with atomic_output(directory, directory=True) as partial:  # a present folder is a complete one
+        static.save_pretrained(partial)
     return directory
 
 

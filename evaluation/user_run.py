@@ -78,7 +78,7 @@ class FinetuneConfig:
     augment: int = 0  # synthetic copies of each training text, labelled by the KD teacher
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
-    device: str | None = "auto"
+    device: str = "auto"
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -303,7 +303,7 @@ class PredictConfig:
     text_column: str | None = None  # None: the column the classifier was trained on
     text_pair_column: str | None = None
     batch_size: int = EvalConfig.batch_size
-    device: str | None = "auto"  # as finetune's: the same device reproduces its dev predictions
+    device: str = "auto"  # as finetune's: the same device reproduces its dev predictions
 
     def __post_init__(self) -> None:
         self.model, self.input, self.out = Path(self.model), Path(self.input), Path(self.out)

@@ -42,7 +42,7 @@ from cache_tools.sharded_map import PreparedShard, ShardedMap
 from core.distributed import LONG_WAIT, DistContext, init_distributed
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_json, fingerprint, is_temporary, sha256_file
-from core.teacher import Teacher
+from core.teacher import LAST_LAYER, Teacher
 from data.augment import augment_corpus
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
 
@@ -59,14 +59,14 @@ class EncodeConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     teacher: str | None = None
     pooling: str | None = None
-    layer: int = -1
+    layer: int = LAST_LAYER
     max_length: int | None = None
     format: str = "arrow"
     shard_size: int = 20_000
     dtype: str = "float16"
     batch_size: int = 64
     max_tokens: int = 16_384
-    device: str | None = None
+    device: str = "auto"
     overwrite: bool = False
     progress: bool = True
     command: str = ""

@@ -8,53 +8,64 @@ from pathlib import Path
 
 import click
 
+from cache_tools.format import DTYPES, FORMATS
 from cache_tools.manifest import read_manifest
+from core.teacher import POOLINGS
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
+from pipeline.options import default, device_option, progress_option
 
 
 @click.command()
-@click.option("--corpus", "corpus", multiple=True, default=["wiki"], show_default=True,
+@click.option("--corpus", "corpus", multiple=True, default=default(CorpusConfig, "sources"),
+              show_default=True,
               help="`wiki` (hub stream if reachable, else the bundled sample dump), `wiki-sample`, "
                    "`wiki-hub`, or paths: a *pages-articles*.xml.bz2 dump, text, .jsonl, .parquet, "
                    ".tsv/.csv files or directories. Repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Shard directory.")
 @click.option("--teacher", default=None, help="HF model id or local directory "
               "[default: the bundled all-MiniLM-L6-v2].")
-@click.option("--pooling", type=click.Choice(["mean", "cls", "max"]), default=None,
+@click.option("--pooling", type=click.Choice(POOLINGS), default=None,
               help="Used when the teacher has no sentence-transformers pooling config "
                    "[default: mean].")
-@click.option("--layer", type=int, default=-1, help="Hidden layer to pool (-1 = last, 0 = embeddings).")
+@click.option("--layer", type=int, default=default(EncodeConfig, "layer"), show_default=True,
+              help="Hidden layer to pool (-1 = last, 0 = embeddings).")
 @click.option("--max-length", type=int, default=None,
               help="Max tokens per sentence [default: the teacher's max_seq_length or 512].")
 @click.option("--text-column", default=None, help="Column of .tsv/.csv (name or 0-based index), "
               ".jsonl and .parquet (default `text`).")
-@click.option("--min-words", type=int, default=4, help="Drop shorter sentences.")
-@click.option("--max-words", type=int, default=128, help="Drop longer sentences.")
+@click.option("--min-words", type=int, default=default(CorpusConfig, "min_words"), show_default=True,
+              help="Drop shorter sentences.")
+@click.option("--max-words", type=int, default=default(CorpusConfig, "max_words"), show_default=True,
+              help="Drop longer sentences.")
 @click.option("--limit", type=int, default=None, help="Keep at most N sentences.")
-@click.option("--format", "fmt", type=click.Choice(["arrow", "hdf5"]), default="arrow")
-@click.option("--shard-size", type=int, default=20_000, help="Sentences per shard.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16",
-              help="Stored vector precision.")
-@click.option("--batch-size", type=int, default=64, help="Max sentences per teacher batch.")
-@click.option("--max-tokens", type=int, default=16_384,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=default(EncodeConfig, "format"),
+              show_default=True)
+@click.option("--shard-size", type=int, default=default(EncodeConfig, "shard_size"), show_default=True,
+              help="Sentences per shard.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=default(EncodeConfig, "dtype"),
+              show_default=True, help="Stored vector precision.")
+@click.option("--batch-size", type=int, default=default(EncodeConfig, "batch_size"), show_default=True,
+              help="Max sentences per teacher batch.")
+@click.option("--max-tokens", type=int, default=default(EncodeConfig, "max_tokens"), show_default=True,
               help="Token budget per batch (batch size x padded length).")
-@click.option("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+@device_option(EncodeConfig)
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other settings.")
 @click.option("--ood-corpus", "ood", multiple=True,
               help="Out-of-domain sentences (e.g. GLUE dev files), read like --corpus and encoded into "
                    "OUT/ood; never trained on: train-student reports the cosine to the teacher there. "
                    "Repeatable.")
 @click.option("--ood-text-column", default=None, help="--text-column for the --ood-corpus files.")
-@click.option("--ood-limit", type=int, default=EncodeConfig.ood_limit, show_default=True,
+@click.option("--ood-limit", type=int, default=default(EncodeConfig, "ood_limit"), show_default=True,
               help="Keep at most N out-of-domain sentences.")
-@click.option("--augment", type=int, default=EncodeConfig.augment, show_default=True,
+@click.option("--augment", type=int, default=default(EncodeConfig, "augment"), show_default=True,
               help="Also encode N variants of every sentence (words masked or dropped, n-grams; "
                    "Tang et al. 2019); held-out splits keep a sentence and its variants together.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@progress_option(EncodeConfig)
+@click.option("--quiet", is_flag=True, help="No progress bar (the same as --no-progress).")
 def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_words, max_words,
            limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, ood,
-           ood_text_column, ood_limit, augment, quiet):
+           ood_text_column, ood_limit, augment, progress, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
         out=out,
@@ -62,7 +73,7 @@ def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_wo
                             max_words=max_words, limit=limit),
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
-        device=device, overwrite=overwrite, progress=not quiet,
+        device=device, overwrite=overwrite, progress=progress and not quiet,
         ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit, augment=augment,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )

@@ -9,14 +9,10 @@ from pathlib import Path
 import click
 
 from evaluation.user_run import FinetuneConfig, PredictConfig, run_finetune, run_predict
+from pipeline.options import default, device_option, rates_text
 
 F = FinetuneConfig
 P = PredictConfig
-
-
-def _default_rates(name: str) -> str:
-    """A grid default of FinetuneConfig as the comma list the option takes."""
-    return ",".join(f"{rate:g}" for rate in F.__dataclass_fields__[name].default_factory())
 
 
 @click.command("finetune")
@@ -32,42 +28,44 @@ def _default_rates(name: str) -> str:
 @click.option("--system", "systems", multiple=True,
               help="As in glue-eval: student:DIR[+kd], scratch[:DIR], kd[:DIR], embeddings:DIR, "
                    "model2vec, teacher. Repeatable; the first system is the one saved.")
-@click.option("--text-column", default=F.text_column, help="The text column.")
+@click.option("--text-column", default=default(F, "text_column"), help="The text column.")
 @click.option("--text-pair-column", default=None,
               help="The second text of a sentence pair (siamese, as in glue-eval).")
-@click.option("--label-column", default=F.label_column, help="The label column.")
+@click.option("--label-column", default=default(F, "label_column"), help="The label column.")
 @click.option("--regression", is_flag=True,
               help="Numeric labels are scores to regress [default: only float labels are].")
-@click.option("--dev-fraction", type=float, default=F.dev_fraction,
+@click.option("--dev-fraction", type=float, default=default(F, "dev_fraction"),
               help="Share of --train held out as dev when --dev is not given.")
-@click.option("--seeds", type=int, default=F.seeds, help="Runs per system (seeds 0..N-1).")
-@click.option("--epochs", type=int, default=F.epochs, help="Maximum epochs per run.")
-@click.option("--patience", type=int, default=F.patience, help="Stop after N epochs without dev gain.")
-@click.option("--batch-size", type=int, default=F.batch_size, help="Training batch size.")
-@click.option("--lr-grid", default=_default_rates("lr_grid"),
+@click.option("--seeds", type=int, default=default(F, "seeds"), help="Runs per system (seeds 0..N-1).")
+@click.option("--epochs", type=int, default=default(F, "epochs"), help="Maximum epochs per run.")
+@click.option("--patience", type=int, default=default(F, "patience"),
+              help="Stop after N epochs without dev gain.")
+@click.option("--batch-size", type=int, default=default(F, "batch_size"), help="Training batch size.")
+@click.option("--lr-grid", default=rates_text(default(F, "lr_grid")),
               help="Learning rates tried (comma list), the dev-best kept: students and heads.")
-@click.option("--teacher-lr-grid", default=_default_rates("teacher_lr_grid"),
+@click.option("--teacher-lr-grid", default=rates_text(default(F, "teacher_lr_grid")),
               help="The teacher's transformer rates tried (comma list).")
-@click.option("--teacher-head-lr", type=float, default=F.teacher_head_lr,
+@click.option("--teacher-head-lr", type=float, default=default(F, "teacher_head_lr"),
               help="The teacher's head rate.")
-@click.option("--head-hidden", type=int, default=F.head_hidden, help="Hidden units of the MLP head.")
-@click.option("--dropout", type=float, default=F.dropout, help="Dropout in the head.")
+@click.option("--head-hidden", type=int, default=default(F, "head_hidden"),
+              help="Hidden units of the MLP head.")
+@click.option("--dropout", type=float, default=default(F, "dropout"), help="Dropout in the head.")
 @click.option("--teacher", default=None, help="HF model id or local directory of the base teacher "
               "[default: the bundled all-MiniLM-L6-v2].")
 @click.option("--kd-teacher", default=None,
               help="Task-specific distillation (Tang et al. 2019) from a classifier directory "
                    "written by `pipeline finetune`, or `auto`: fine-tune --teacher on this data first "
                    "(cached in --cache-dir).")
-@click.option("--kd-alpha", type=float, default=F.kd_alpha,
+@click.option("--kd-alpha", type=float, default=default(F, "kd_alpha"),
               help="Weight of the hard-label loss in KD runs (the rest: MSE to teacher logits).")
-@click.option("--augment", type=int, default=F.augment,
+@click.option("--augment", type=int, default=default(F, "augment"),
               help="Synthetic copies of each training text (masking, n-gram sampling) labelled by "
                    "the KD teacher.")
 @click.option("--max-train-samples", type=int, default=None,
               help="Train on a fixed random subset of this size (quick runs).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Fine-tuned KD teacher and model2vec cache [default: OUT.cache].")
-@click.option("--device", default=F.device, help="auto, cpu, cuda, cuda:1 ...")
+@device_option(F)
 def finetune(**options):
     """Fine-tune a student (and compare systems) on your own labelled data; save a classifier."""
     options["systems"] = list(options["systems"])
@@ -87,8 +85,8 @@ def finetune(**options):
                    "and `prob_<label>` per class, in input order.")
 @click.option("--text-column", default=None, help="[default: the classifier's text column]")
 @click.option("--text-pair-column", default=None, help="[default: the classifier's pair column]")
-@click.option("--batch-size", type=int, default=P.batch_size, help="Prediction batch size.")
-@click.option("--device", default=P.device, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--batch-size", type=int, default=default(P, "batch_size"), help="Prediction batch size.")
+@device_option(P)
 def predict(model, input_, out, text_column, text_pair_column, batch_size, device):
     """Label every row of a file with a classifier from `pipeline finetune`."""
     config = PredictConfig(model, input_, out, text_column, text_pair_column, batch_size, device)

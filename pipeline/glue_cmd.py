@@ -11,17 +11,11 @@ import click
 from core.errors import UserError
 from evaluation.config import BASELINES, EvalConfig, parse_rates
 from evaluation.run import run_glue_eval
-
-DEFAULTS = EvalConfig.__dataclass_fields__  # click defaults come from the dataclass
+from pipeline.options import default, device_option, rates_text
 
 
 def _default(name: str):
-    field = DEFAULTS[name]
-    return field.default_factory() if callable(field.default_factory) else field.default
-
-
-def _rates(values) -> str:
-    return ",".join(f"{v:g}" for v in values)
+    return default(EvalConfig, name)
 
 
 def _split_commas(values: tuple[str, ...]) -> list[str]:
@@ -64,11 +58,11 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Stop after N epochs without dev gain.")
 @click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True,
               help="Training batch size.")
-@click.option("--lr-grid", "--lr", "lr_grid", default=_rates(_default("lr_grid")), show_default=True,
+@click.option("--lr-grid", "--lr", "lr_grid", default=rates_text(_default("lr_grid")), show_default=True,
               help="Learning rates tried for every system but the teacher (the whole model); the "
                    "dev-best is kept per system, task and seed. One rate: no search.")
 @click.option("--teacher-lr-grid", "--teacher-lr", "teacher_lr_grid",
-              default=_rates(_default("teacher_lr_grid")), show_default=True,
+              default=rates_text(_default("teacher_lr_grid")), show_default=True,
               help="Learning rates tried for the teacher's transformer (dev-best kept).")
 @click.option("--teacher-head-lr", type=float, default=_default("teacher_head_lr"),
               show_default=True, help="Learning rate of the teacher's head.")
@@ -89,7 +83,7 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Write GLUE-server submission files to OUT/submissions/<system>/seed<k>/.")
 @click.option("--zero-shot", is_flag=True,
               help="Only the STS-B zero-shot check (cosine Spearman), no fine-tuning.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@device_option(EvalConfig)
 def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
               kd_shard_rows, seeds, teacher_seeds, epochs, patience, batch_size, lr_grid,
               teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 from click.core import ParameterSource
 
-from core.errors import UserError
+from pipeline.options import default, device_option, progress_option
 from student.config import INIT_EMBEDDINGS, POOLINGS, EmbedConfig, TrainConfig
-
-_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                   if f.default is not dataclasses.MISSING}
 
 
 def _default(name: str):
-    return _TRAIN_DEFAULTS[name]
+    return default(TrainConfig, name)
 
 
 def _weights(ctx, param, value: str | None) -> list[float] | None:
@@ -85,8 +80,8 @@ def _weights(ctx, param, value: str | None) -> list[float] | None:
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in OUT.")
 @click.option("--verify", type=click.Choice(["cheap", "full"]), default=_default("verify"),
               help="cheap: sizes at start, sha256 when a shard is first read; full: all up front.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: cuda if available].")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@device_option(TrainConfig)
+@progress_option(TrainConfig)
 @click.pass_context
 def train_student(ctx: click.Context, config_file, variants, **options) -> None:
     """Train BiLSTM student(s) on the teacher vectors cached in shard directories."""
@@ -109,16 +104,16 @@ def train_student(ctx: click.Context, config_file, variants, **options) -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="Sentences: .txt (one a line), .jsonl, .tsv or .csv.")
 @click.option("--out", required=True, help="Output file: .npy (float32) or .arrow (id, text, vector).")
-@click.option("--text-column", default="text", help="Column holding the text (.jsonl/.tsv/.csv).")
-@click.option("--batch-size", type=int, default=64, help="Sentences per forward pass.")
-@click.option("--device", default=None, help="cpu, cuda, ... [default: cuda if available].")
-@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--text-column", default=default(EmbedConfig, "text_column"), show_default=True,
+              help="Column holding the text (.jsonl/.tsv/.csv).")
+@click.option("--batch-size", type=int, default=default(EmbedConfig, "batch_size"), show_default=True,
+              help="Sentences per forward pass.")
+@device_option(EmbedConfig)
+@progress_option(EmbedConfig)
 def embed(student, input_path, out, text_column, batch_size, device, progress) -> None:
     """Encode sentences with a trained student, in input order."""
     from student.embed import run_embed
 
-    if batch_size < 1:
-        raise UserError("--batch-size must be positive")
     path = run_embed(EmbedConfig(student=student, input=input_path, out=out,
                                  text_column=text_column, batch_size=batch_size, device=device,
                                  progress=progress))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
-from core.io import read_json_object
+from core.io import atomic_write_json, read_json_object
 
 POOLINGS = ("max", "mean", "last")
 # contextual: each token through the teacher alone (encode writes the matrix); teacher: the
@@ -53,7 +52,7 @@ class StudentConfig:
         return dataclasses.asdict(self)
 
     def save(self, directory: str | Path) -> None:
-        (Path(directory) / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(Path(directory) / CONFIG_NAME, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> StudentConfig:
@@ -123,7 +122,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     verify: str = "cheap"
-    device: str | None = None
+    device: str = "auto"
     progress: bool = True
     variant: str | None = None
 
@@ -171,5 +170,9 @@ class EmbedConfig:
     out: str
     text_column: str = "text"
     batch_size: int = 64
-    device: str | None = None
+    device: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be positive")

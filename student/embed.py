@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import UserError
+from core.io import atomic_output
 from student.config import EmbedConfig
 from student.onnx import OnnxStudent, is_onnx_student
 
@@ -61,7 +62,7 @@ def open_student(directory: str | Path, device: str | None = None):
     """(student, dim): an :class:`OnnxStudent` for an ONNX export, else the torch student on
     ``device``. Both have ``encode(texts, batch_size, show_progress_bar=...)``."""
     if is_onnx_student(directory):
-        if device is not None and device != "cpu":
+        if device not in (None, "auto", "cpu"):
             raise UserError(f"{directory} is an ONNX export, which runs on the CPU; drop --device {device}")
         student = OnnxStudent(directory)
         return student, student.dim
@@ -81,25 +82,24 @@ def run_embed(config: EmbedConfig) -> Path:
     if not texts:
         raise UserError(f"{config.input}: no sentences")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".npy":
-        vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                            shape=(len(texts), dim))
-        for start, chunk in _chunks(texts):
-            vectors[start : start + len(chunk)] = student.encode(
-                chunk, config.batch_size, show_progress_bar=config.progress)
-        vectors.flush()
-        del vectors
-    else:
-        schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
-                            ("vector", pa.list_(pa.float32(), dim))])
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    with atomic_output(out) as tmp:  # a complete file or none under the final name
+        if out.suffix == ".npy":
+            vectors = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                shape=(len(texts), dim))
             for start, chunk in _chunks(texts):
-                encoded = student.encode(chunk, config.batch_size, show_progress_bar=config.progress)
-                writer.write_table(pa.table({
-                    "id": pa.array(np.arange(start, start + len(chunk))),
-                    "text": pa.array(chunk, pa.string()),
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(encoded.reshape(-1)), dim),
-                }, schema=schema))
-    tmp.replace(out)  # a complete file or none under the final name
+                vectors[start : start + len(chunk)] = student.encode(
+                    chunk, config.batch_size, show_progress_bar=config.progress)
+            vectors.flush()
+            del vectors
+        else:
+            schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
+                                ("vector", pa.list_(pa.float32(), dim))])
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+                for start, chunk in _chunks(texts):
+                    encoded = student.encode(chunk, config.batch_size, show_progress_bar=config.progress)
+                    writer.write_table(pa.table({
+                        "id": pa.array(np.arange(start, start + len(chunk))),
+                        "text": pa.array(chunk, pa.string()),
+                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(encoded.reshape(-1)), dim),
+                    }, schema=schema))
     return out

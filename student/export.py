@@ -14,10 +14,7 @@ pad_token_id, dim, ...). It is written to a temporary directory beside OUT and r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import UserError
-from core.io import atomic_write_json
+from core.io import atomic_output, atomic_write_json, sha256_file
 from student.config import StudentConfig
 from student.onnx import (
     INPUT_IDS,
@@ -259,11 +256,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     state = {k: v.detach().cpu().float().numpy() for k, v in student.model.state_dict().items()}
     model = build_graph(student.config, state)
     reference = student.encode(list(CHECK_SENTENCES), batch_size=4)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary directory
+    with atomic_output(out, directory=True) as tmp:  # an existing out (--overwrite) goes last
         fp32_path = tmp / (ONNX_MODEL if config.quantize == "none" else "model.fp32.onnx")
         onnx.save_model(model, str(fp32_path))
         if config.quantize == "int8":
@@ -281,10 +274,6 @@ def run_export(config: ExportConfig) -> ExportResult:
                          "min_cosine": round(float(found.min()), 7),
                          "mean_cosine": round(float(found.mean()), 7)}
         atomic_write_json(tmp / ONNX_META, meta)
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ExportResult(out=out, quantize=config.quantize, size_bytes=(out / ONNX_MODEL).stat().st_size,
                         min_cosine=float(found.min()), mean_cosine=float(found.mean()),
                         sentences=len(CHECK_SENTENCES))
@@ -293,7 +282,7 @@ def run_export(config: ExportConfig) -> ExportResult:
 def _meta(student: StudentConfig, quantize: str, source: Path) -> dict[str, Any]:
     from student.sentence import WEIGHTS_NAME
 
-    digest = hashlib.sha256((source / WEIGHTS_NAME).read_bytes()).hexdigest()
+    digest = sha256_file(source / WEIGHTS_NAME)
     return {
         "format": ONNX_FORMAT,
         "format_version": ONNX_FORMAT_VERSION,
@@ -312,20 +301,3 @@ def _meta(student: StudentConfig, quantize: str, source: Path) -> dict[str, Any]
                     if key not in ("dropout",)},
         "source": {"directory": str(source), "weights_sha256": digest},
     }
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an existing ``out`` (--overwrite) is moved aside
-    first and removed only once the new directory is in place."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name}")
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.io import atomic_output
+
 
 def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Left: training loss parts by step. Right: held-out cosine and Spearman by step."""
@@ -33,5 +35,6 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
         axis.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

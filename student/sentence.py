@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from tokenizers import Tokenizer
 
 from core.device import resolve_device
 from core.errors import UserError
+from core.io import atomic_output, atomic_write_json
 from student.batching import encode_sorted, token_ids
 from student.config import StudentConfig
 from student.model import StudentEncoder
@@ -89,12 +89,10 @@ class SentenceStudent:
         directory = Path(directory)
         self.save_module(directory)
         modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
-        (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+        atomic_write_json(directory / "modules.json", modules)
         st_config = {"model_type": "SentenceTransformer", "prompts": {},
                      "default_prompt_name": None, "similarity_fn_name": "cosine"}
-        (directory / "config_sentence_transformers.json").write_text(
-            json.dumps(st_config, indent=2) + "\n"
-        )
+        atomic_write_json(directory / "config_sentence_transformers.json", st_config)
 
     def save_module(self, directory: str | Path) -> None:
         """The student's own files (what the sentence-transformers module saves too)."""
@@ -102,8 +100,10 @@ class SentenceStudent:
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME))
-        self.tokenizer.save(str(directory / TOKENIZER_FILE))
+        with atomic_output(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp))
+        with atomic_output(directory / TOKENIZER_FILE) as tmp:
+            self.tokenizer.save(str(tmp))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:

@@ -1,0 +1,38 @@
+"""What every command shares: defaults read from the stage's dataclass, and the ``--device`` and
+``--progress/--no-progress`` options, spelled the same way everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+DEVICE_HELP = "auto (CUDA when available, else CPU), cpu, cuda, cuda:1 ..."
+
+
+def default(config_class: type, name: str) -> Any:
+    """The default of field ``name`` of a config dataclass: the one source of a click default."""
+    field = config_class.__dataclass_fields__[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    if field.default is dataclasses.MISSING:
+        raise KeyError(f"{config_class.__name__}.{name} has no default")
+    return field.default
+
+
+def device_option(config_class: type):
+    """``--device``, its default from the config (``auto``)."""
+    return click.option("--device", default=default(config_class, "device"), show_default=True,
+                        help=DEVICE_HELP)
+
+
+def progress_option(config_class: type):
+    """``--progress/--no-progress``, its default from the config (on)."""
+    return click.option("--progress/--no-progress", default=default(config_class, "progress"),
+                        show_default=True, help="Show a progress bar (stderr).")
+
+
+def rates_text(rates) -> str:
+    """A list of learning rates as the comma list an option takes: [1e-3, 3e-4] -> "0.001,0.0003"."""
+    return ",".join(f"{rate:g}" for rate in rates)
