@@ -28,40 +28,65 @@ from evaluation.report import mean_std_cell, summarize, write_results  # noqa: E
 
 
 def short_label(system: str) -> str:
-    """``student:/abs/students/small+kd`` -> ``student:small+kd``; ``kd:/abs/small`` -> ``kd``."""
+    """``student:/abs/students/default+kd`` -> ``student:default+kd``; ``kd:/abs/default`` -> ``kd``;
+    ``embeddings:/abs/default`` -> ``embeddings``."""
     kind, _, rest = system.partition(":")
     if not rest:
         return system
     kd = rest.endswith("+kd")
     name = Path(rest.removesuffix("+kd")).name
-    if kind in ("scratch", "kd"):
+    if kind in ("scratch", "kd", "embeddings"):
         return kind
     return f"{kind}:{name}{'+kd' if kd else ''}"
 
 
+def relative(value, run: Path):
+    """A config value with the run directory and the repository written relatively (the raw files
+    are committed; absolute paths of the machine that ran them say nothing elsewhere)."""
+    if isinstance(value, dict):
+        return {key: relative(item, run) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative(item, run) for item in value]
+    if isinstance(value, str):
+        return value.replace(str(run), "RUN").replace(str(ROOT), ".")
+    return value
+
+
+def glue_dirs(run: Path) -> list[Path]:
+    """Every finished glue-eval output under RUN/glue: one per task (first edition) or one per
+    task and system (RUN/glue/<TASK>/<system>/, second edition)."""
+    found = []
+    for task_dir in sorted((run / "glue").glob("*/")):
+        if (task_dir / "results.json").is_file():
+            found.append(task_dir)
+        found += sorted(d for d in task_dir.glob("*/") if (d / "results.json").is_file())
+    return found
+
+
 def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
     runs, systems, tasks, configs = [], [], [], {}
-    for task_dir in sorted((run / "glue").glob("*/")):
-        results = task_dir / "results.json"
-        if not results.is_file():
-            continue
-        data = json.loads(results.read_text())
-        configs[task_dir.name] = data["config"]
-        tasks += data["tasks"]
+    for directory in glue_dirs(run):
+        data = json.loads((directory / "results.json").read_text())
+        name = directory.relative_to(run / "glue").as_posix()
+        configs[name] = relative(data["config"], run)
+        tasks += [t for t in data["tasks"] if t not in tasks]
         for system in data["systems"]:
             if short_label(system) not in systems:
                 systems.append(short_label(system))
-        for line in (task_dir / "runs.jsonl").read_text().splitlines():
+        for line in (directory / "runs.jsonl").read_text().splitlines():
             record = json.loads(line)
             runs.append({**record, "system": short_label(record["system"])})
-        raw = out / "glue" / task_dir.name
+        raw = out / "glue" / name
         raw.mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "results.md", "runs.jsonl"):
-            shutil.copy(task_dir / name, raw / name)
+        for file in ("results.md", "runs.jsonl"):
+            text = (directory / file).read_text()
+            (raw / file).write_text(text.replace(str(run), "RUN").replace(str(ROOT), "."))
+        (raw / "results.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
     if not runs:
         return {}, []
     order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
              if t in tasks]
+    systems.sort(key=system_order)
     summary = summarize(runs, systems, order)
     for result in summary.values():
         if len(result["tasks"]) < len(order):  # an average over fewer tasks is not comparable
@@ -75,6 +100,44 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
     if "WNLI" in order and len(order) > 1:
         append_average_without_wnli(out / "glue", runs, systems, [t for t in order if t != "WNLI"])
     return summary, order
+
+
+ORDER = ("teacher", "model2vec", "scratch", "embeddings", "kd", "student:default",
+         "student:default+kd", "student:small", "student:small+kd", "student:large", "student:large+kd")
+
+
+def system_order(label: str) -> tuple[int, str]:
+    return (ORDER.index(label) if label in ORDER else len(ORDER), label)
+
+
+def collect_probes(run: Path, out: Path) -> str | None:
+    """RUN/probe/<TASK>/probe.json (one --probe glue-eval per task) as one table: every system's
+    frozen-probe score per task and the average over the tasks it has."""
+    table: dict[str, dict[str, float]] = {}
+    tasks = []
+    for path in sorted((run / "probe").glob("*/probe.json")):
+        data = json.loads(path.read_text())
+        for system, result in data["systems"].items():
+            for task, cell in result["tasks"].items():
+                table.setdefault(short_label(system), {})[task] = cell["score"]["mean"]
+                tasks += [task] if task not in tasks else []
+        raw = out / "probe" / path.parent.name
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "probe.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
+    if not table:
+        return None
+    order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
+             if t in tasks]
+    lines = ["| system | " + " | ".join(order) + " | average |", "|---" * (len(order) + 2) + "|"]
+    for system in sorted(table, key=system_order):
+        cells = [table[system].get(task) for task in order]
+        known = [c for c in cells if c is not None]
+        average = f"{sum(known) / len(known):.1f}" if len(known) == len(order) else "–"
+        lines.append(f"| {system} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells)
+                     + f" | {average} |")
+    text = "\n".join(lines) + "\n"
+    (out / "probe.md").write_text(text)
+    return text
 
 
 def append_average_without_wnli(directory: Path, runs: list[dict], systems: list[str],
@@ -185,6 +248,9 @@ def main() -> None:
                 shutil.copy(directory.parent / file, keep / file)
     if students:
         plot_sra_curves(students, args.out / "sra_curves.png")
+    probes = collect_probes(args.run, args.out)
+    if probes:
+        print(probes)
     if (args.run / "ablation").is_dir():
         table = ablation_table(args.run)
         (args.out / "ablation.md").write_text(table)

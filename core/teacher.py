@@ -80,10 +80,9 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> lis
     """Group sentence indices into batches of similar length.
 
     Longest first (an out-of-memory shows up at once, not hours in); a batch grows while
-    ``batch_size * longest_length <= max_tokens`` and ``batch_size <= max_batch``.
+    ``batch_size * longest_length <= max_tokens`` and ``batch_size <= max_batch`` (one sentence
+    at least; the settings are validated by their config, e.g. EncodeConfig).
     """
-    if max_tokens < 1 or max_batch < 1:
-        raise UserError("--max-tokens and --batch-size must be positive")
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     batches: list[np.ndarray] = []
     start = 0
