@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from core.device import autocast_context, resolve_device
 from core.distributed import DistContext, init_distributed
 from core.errors import UserError
-from core.io import atomic_output, atomic_write_json, is_temporary
+from core.io import atomic_output, atomic_write_bytes, atomic_write_json, is_temporary
 from core.optim import OptimStep
 from core.optim import warmup_cosine_lr as get_lr  # its name here before core.optim
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
@@ -232,7 +232,8 @@ class Trainer:
         if not self.ctx.is_main:
             return
         records = [r for r in self._records() if keep(r)]
-        (self.out / METRICS_NAME).write_text("".join(json.dumps(r) + "\n" for r in records))
+        # a resumed run drops the records past its checkpoint: all of the file, or none of it
+        atomic_write_bytes(self.out / METRICS_NAME, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
