@@ -147,6 +147,9 @@ class Teacher:
                 hf_logging.enable_progress_bar()
         if not self.tokenizer.is_fast:
             raise UserError(f"teacher {self.name!r} has no fast tokenizer (tokenizer.json)")
+        # hashed as loaded: calling the tokenizer with truncation changes its JSON state
+        self._tokenizer_fingerprint = hashlib.sha256(
+            self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
         self.model.eval().to(self.device)
 
         st_pooling = _sentence_transformers_file(self.name, "1_Pooling/config.json")
@@ -192,8 +195,7 @@ class Teacher:
         return TeacherSpec(
             name=self.name,
             teacher_fingerprint=_weights_sha256(self.model),
-            tokenizer_fingerprint=hashlib.sha256(
-                self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+            tokenizer_fingerprint=self._tokenizer_fingerprint,
             pooling=self.pooling,
             layer=self.layer,
             normalize=self.normalize,
