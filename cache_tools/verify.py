@@ -93,9 +93,13 @@ def verify_shard(path: Path, info: ShardInfo, manifest: Manifest, full: bool = T
     data = read_shard(path)
     if not np.array_equal(data.ids, np.arange(info.first_id, info.first_id + info.num_rows)):
         raise ShardError(f"{name}: ids are not unique and contiguous from {info.first_id}")
-    if not np.isfinite(data.vectors).all():
-        bad = int(np.flatnonzero(~np.isfinite(data.vectors).all(axis=1))[0])
-        raise ShardError(f"{name}: NaN or Inf vector (id {int(data.ids[bad])})")
+    start = 0
+    for block in data.vector_blocks:  # one batch at a time: the vectors are never joined
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            bad = start + int(np.flatnonzero(~finite)[0])
+            raise ShardError(f"{name}: NaN or Inf vector (id {int(data.ids[bad])})")
+        start += len(block)
     lengths = data.lengths
     if info.num_tokens and int(lengths.sum()) != info.num_tokens:
         raise ShardError(f"{name}: {int(lengths.sum())} tokens, manifest says {info.num_tokens}")
