@@ -16,7 +16,7 @@ import torch
 
 from cache_tools.format import ShardError
 from cache_tools.manifest import Manifest
-from cache_tools.reader import ShardData, ShardDirectory, read_shard
+from cache_tools.reader import ShardData, ShardDirectory, read_lengths, read_shard
 from cache_tools.verify import verify_directory, verify_shard
 from core.errors import UserError
 from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
@@ -90,8 +90,10 @@ class ShardCorpus:
         offsets = np.cumsum([0] + [d.manifest.num_rows for d in self.directories])
         self.source_ids = np.concatenate([d.source_ids() + offset
                                           for d, offset in zip(self.directories, offsets)])
+        # Token counts from each shard's offsets alone: no hashing here, so --verify cheap stays
+        # cheap; a shard is checked in full when its rows are first read (_shard).
         self.lengths = np.concatenate(
-            [self._shard(p).lengths for p in self.shard_paths] or [np.zeros(0, np.int64)]
+            [read_lengths(p) for p in self.shard_paths] or [np.zeros(0, np.int64)]
         )
 
     def _shard(self, path: Path) -> ShardData:
