@@ -4,9 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import build_tiny_teacher, tiny_corpus
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.helpers import SHARED_DATA, build_tiny_teacher, save_random_student, tiny_corpus
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,16 +26,9 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_student_dir(tiny_teacher_dir, tmp_path_factory) -> Path:
-    """A randomly initialised tiny BiLSTM saved through the student API, tokenizer of the teacher."""
-    from student import SentenceStudent, StudentConfig, StudentEncoder
-    from student.tokenization import load_tokenizer
-
-    tokenizer = load_tokenizer(tiny_teacher_dir)
-    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(), output_dim=16, embed_dim=16,
-                           hidden=16, max_length=32)
-    directory = tmp_path_factory.mktemp("tiny_student")
-    SentenceStudent(StudentEncoder(config), tokenizer, config).save(directory)
-    return directory
+    """A randomly initialised (seeded) tiny BiLSTM saved through the student API, tokenizer of the
+    teacher."""
+    return save_random_student(tmp_path_factory.mktemp("tiny_student"), tiny_teacher_dir)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from data.augment import augment_corpus, augment_sentence
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
 from student.data import ShardCorpus, heldout_split
+from tests.helpers import copy_shards
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,7 @@ def test_split_without_augmentation_is_unchanged():
 
 
 def test_verify_refuses_corrupt_sources(tmp_path, augmented):
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(augmented, copy)
+    copy = copy_shards(augmented, tmp_path / "copy")
     sources = np.load(copy / AUGMENT_FILE)
     sources[5] = 4  # a variant pointing at another variant
     np.save(copy / AUGMENT_FILE, sources)

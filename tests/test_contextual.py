@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -19,8 +18,7 @@ from pipeline.encode import EncodeConfig, run_encode
 from student.config import StudentConfig, TrainConfig
 from student.model import StudentEncoder
 from student.train import run_train_student
-from tests.cli_helpers import assert_one_line_error, pipeline_main
-from tests.tiny import tiny_corpus
+from tests.helpers import assert_one_line_error, copy_shards, edit_json, pipeline_main, tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,7 @@ def test_contextual_matrix_is_each_token_through_the_teacher_alone(tiny_shards, 
 
 
 def test_verify_checks_the_contextual_matrix(tmp_path, tiny_shards):
-    copy = tmp_path / "shards"
-    shutil.copytree(tiny_shards, copy)
+    copy = copy_shards(tiny_shards, tmp_path / "shards")
     path = copy / CONTEXTUAL_FILE
     matrix = np.load(path)
     matrix[3, 0] += 1.0
@@ -72,12 +69,10 @@ def test_verify_checks_the_contextual_matrix(tmp_path, tiny_shards):
 
 def test_older_directory_refuses_contextual_init_and_a_rerun_adds_it(
         tmp_path, tiny_shards, tiny_teacher_dir, tiny_corpus_file, capsys, monkeypatch):
-    old = tmp_path / "old"
-    shutil.copytree(tiny_shards, old)
+    old = copy_shards(tiny_shards, tmp_path / "old")
     (old / CONTEXTUAL_FILE).unlink()
-    manifest = json.loads((old / MANIFEST_NAME).read_text())
-    manifest["contextual_file"] = manifest["contextual_sha256"] = ""
-    (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    edit_json(old / MANIFEST_NAME, lambda manifest: manifest.update(contextual_file="",
+                                                                    contextual_sha256=""))
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", old, "--out",
                                  tmp_path / "s", "--max-steps", "2", "--no-progress")
     assert_one_line_error(code, err, "no contextual token embeddings", "rerun")

@@ -1,4 +1,7 @@
-"""torchrun on CPU (gloo): a 2-process encode equals a 1-process encode, also after a rank dies."""
+"""torchrun on CPU (gloo): a 2-process encode equals a 1-process encode, also after a rank dies.
+
+Every test here starts torchrun (each 8 to 45 s on 2 cores): all are ``slow``. The default run
+covers the rank split in-process (tests/test_sharded_map.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from cache_tools.reader import ShardDirectory
-from tests.tiny import tiny_corpus
+from cache_tools.manifest import read_manifest
+from tests.helpers import GLUE_FIXTURES, read_rows, subprocess_env, tiny_corpus
+
+pytestmark = pytest.mark.slow
 
 
 def _encode_argv(corpus, teacher, out, shard_size, processes):
@@ -25,27 +30,15 @@ def _encode_argv(corpus, teacher, out, shard_size, processes):
             "--standalone", "-m", "pipeline", *args]
 
 
-def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 def _run_ok(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[:3000] + " ... " + proc.stderr[-1500:]
 
 
 def _assert_same_rows(got_dir, want_dir):
-    got, want = _rows(got_dir), _rows(want_dir)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_allclose(got[1], want[1], atol=1e-3)
-
-
-def _rows(directory):
-    shards = ShardDirectory(directory)
-    data = [shards.read(i) for i in range(len(shards.manifest.shards))]
-    return (np.concatenate([d.ids for d in data]),
-            np.concatenate([d.vectors for d in data]).astype(np.float32),
-            [s.sha256 for s in shards.manifest.shards])
+    (got_ids, got_vectors, _), (want_ids, want_vectors, _) = read_rows(got_dir), read_rows(want_dir)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_vectors, want_vectors, atol=1e-3)
 
 
 def test_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_corpus_file):
@@ -53,7 +46,7 @@ def test_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_corpus_fil
     for out, n in ((single, 1), (double, 2)):
         _run_ok(_encode_argv(tiny_corpus_file, tiny_teacher_dir, out, 32, n))
     _assert_same_rows(double, single)
-    assert len(_rows(double)[2]) == 7
+    assert len(read_manifest(double).shards) == 7
 
 
 def _rank_pids(launcher_pid: int) -> dict[int, int]:
@@ -82,7 +75,7 @@ def test_rank_killed_mid_run_then_relaunched_gives_identical_result(tmp_path, ti
     _run_ok(_encode_argv(corpus, tiny_teacher_dir, reference, 25, 1))
 
     launcher = subprocess.Popen(_encode_argv(corpus, tiny_teacher_dir, crashed, 25, 2),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env())
     deadline = time.time() + 240
     while time.time() < deadline and len(list(crashed.glob("train-*.arrow"))) < 6:
         time.sleep(0.02)
@@ -136,8 +129,8 @@ def test_ddp_training_equals_one_process_and_resumes(tmp_path, tiny_shards):
 def test_glue_eval_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_student_dir):
     """The teacher-logit cache goes through the sharded map (4 shards of 3 rows here, split
     over the ranks) and the (system, seed) runs are dealt out: same cache, same scores."""
-    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "glue")
-    args = ["glue-eval", "--glue-dir", fixtures, "--tasks", "RTE", "--teacher", str(tiny_teacher_dir),
+    args = ["glue-eval", "--glue-dir", str(GLUE_FIXTURES), "--tasks", "RTE",
+            "--teacher", str(tiny_teacher_dir),
             "--system", f"student:{tiny_student_dir}+kd", "--system", "kd", "--system", "teacher",
             "--seeds", "2", "--epochs", "1", "--head-hidden", "8", "--kd-shard-rows", "3",
             "--device", "cpu"]
@@ -150,8 +143,8 @@ def test_glue_eval_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_
         _run_ok([*launcher, *args, "--out", str(outs[processes])])
     caches = [next((outs[n] / "kd-cache").iterdir()) for n in (1, 2)]
     assert caches[0].name == caches[1].name
-    got, want = _rows(caches[1]), _rows(caches[0])
-    assert len(got[2]) == 4
+    got, want = read_rows(caches[1]), read_rows(caches[0])
+    assert len(read_manifest(caches[1]).shards) == 4
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], atol=1e-6)
 

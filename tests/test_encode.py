@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,27 +12,19 @@ from transformers import AutoModel, AutoTokenizer
 
 import cache_tools.writer
 from cache_tools.format import MANIFEST_NAME
-from cache_tools.reader import ShardDirectory, read_shard
+from cache_tools.reader import ShardDirectory
 from cache_tools.verify import verify_directory
 from core.errors import UserError
 from core.teacher import plan_batches
 from data.corpus import CorpusConfig
 from pipeline.cli import cli
 from pipeline.encode import EncodeConfig, run_encode
+from tests.helpers import assert_one_line_error, pipeline_main, read_rows, subprocess_env
 
 
 def _config(out, corpus_file, teacher, **kwargs) -> EncodeConfig:
     return EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(corpus_file)]),
                         teacher=str(teacher), shard_size=64, progress=False, **kwargs)
-
-
-def _all_rows(directory):
-    shards = ShardDirectory(directory)
-    data = [read_shard(p, with_text=True) for p in shards.shard_paths]
-    ids = np.concatenate([d.ids for d in data])
-    vectors = np.concatenate([d.vectors for d in data]).astype(np.float32)
-    texts = [t for d in data for t in d.texts]
-    return ids, vectors, texts
 
 
 def _direct_mean_pooled(teacher_dir, sentences):
@@ -45,7 +39,7 @@ def _direct_mean_pooled(teacher_dir, sentences):
 
 
 def test_vectors_match_direct_teacher_in_order(tiny_shards, tiny_teacher_dir, tiny_sentences):
-    ids, vectors, texts = _all_rows(tiny_shards)
+    ids, vectors, texts = read_rows(tiny_shards)
     assert ids.tolist() == list(range(len(tiny_sentences)))
     assert texts == tiny_sentences  # original corpus order, by id
     expected = _direct_mean_pooled(tiny_teacher_dir, tiny_sentences)
@@ -90,7 +84,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_corpus_file,
     monkeypatch.setattr("cache_tools.sharded_map.write_shard", real_write)
     result = run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
     assert result.encoded_rows == 64 + 8  # only the two missing shards
-    for got, want in zip(_all_rows(interrupted), _all_rows(reference), strict=True):
+    for got, want in zip(read_rows(interrupted), read_rows(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
@@ -112,14 +106,27 @@ def test_rerun_of_complete_directory_encodes_nothing(tmp_path, tiny_corpus_file,
 
 
 def test_hdf5_format_holds_the_same_rows(tmp_path, tiny_shards, tiny_corpus_file, tiny_teacher_dir):
+    import h5py
+
     out = tmp_path / "h5"
     run_encode(_config(out, tiny_corpus_file, tiny_teacher_dir, format="hdf5"))
-    assert all(p.suffix == ".h5" for p in ShardDirectory(out).shard_paths)
-    for got, want in zip(_all_rows(out), _all_rows(tiny_shards), strict=True):
+    paths = ShardDirectory(out).shard_paths
+    assert [p.suffix for p in paths] == [".h5"] * 4
+    ids, vectors, texts = read_rows(tiny_shards)
+    for got, want in zip(read_rows(out), (ids, vectors, texts), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # the files themselves, read with plain h5py as README shows: datasets, dtypes, attributes
+    with h5py.File(paths[1], "r") as h5:
+        assert sorted(h5) == ["id", "input_ids", "text", "vector"]
+        assert json.loads(h5.attrs["sra_shard"])["index"] == 1
+        np.testing.assert_array_equal(h5["id"][:], ids[64:128])
+        assert h5["vector"].dtype == np.float16 and h5["vector"].shape == (64, 32)
+        np.testing.assert_array_equal(h5["vector"][:].astype(np.float32), vectors[64:128])
+        assert h5["text"].asstr()[:].tolist() == texts[64:128]
+        assert h5["input_ids"][0].dtype == np.int32 and h5["input_ids"][0][0] == 2  # [CLS]
 
 
-def test_shards_readable_with_polars_pyarrow_h5py(tiny_shards):
+def test_arrow_shards_readable_with_polars_and_pyarrow(tiny_shards):
     import polars as pl
     import pyarrow as pa
 
@@ -129,6 +136,9 @@ def test_shards_readable_with_polars_pyarrow_h5py(tiny_shards):
     with pa.memory_map(str(path)) as source:
         table = pa.ipc.open_file(source).read_all()
     assert json.loads(table.schema.metadata[b"sra_shard"])["dim"] == 32
+    ids, vectors, _ = read_rows(tiny_shards)
+    np.testing.assert_array_equal(frame["id"].to_numpy(), ids[:64])
+    np.testing.assert_array_equal(np.stack(frame["vector"].to_numpy()).astype(np.float32), vectors[:64])
 
 
 @pytest.mark.parametrize("lengths", [[5, 1, 9, 9, 3, 7, 2], list(range(1, 100)), [4]])
@@ -152,24 +162,35 @@ def test_cli_encode_and_shards_info(tmp_path, tiny_corpus_file, tiny_teacher_dir
     assert info.exit_code == 0 and "50 x 32 float16" in info.output
 
 
-@pytest.mark.parametrize("args, message", [
+ENCODE_REFUSALS = [
     (["--corpus", "/no/such/file.txt"], "corpus path not found"),
     (["--teacher", "/no/such/teacher"], "cannot load teacher"),
     (["--shard-size", "-5"], "--shard-size must be positive"),
     (["--batch-size", "0"], "--batch-size must be positive"),
-])
-def test_cli_bad_input_is_one_line_error(tmp_path, tiny_corpus_file, tiny_teacher_dir, args,
-                                         message):
-    import os
-    import subprocess
-    import sys
+]
 
-    defaults = {"--corpus": str(tiny_corpus_file), "--teacher": str(tiny_teacher_dir)}
-    defaults.update(zip(args[::2], args[1::2], strict=True))
-    argv = [sys.executable, "-m", "pipeline", "encode", "--out", str(tmp_path / "o"), "--quiet"]
-    argv += [item for pair in defaults.items() for item in pair]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+
+def _encode_argv(tmp_path, tiny_corpus_file, tiny_teacher_dir, args) -> list[str]:
+    options = {"--corpus": str(tiny_corpus_file), "--teacher": str(tiny_teacher_dir)}
+    options.update(zip(args[::2], args[1::2], strict=True))
+    return ["encode", "--out", str(tmp_path / "o"), "--quiet",
+            *[item for pair in options.items() for item in pair]]
+
+
+@pytest.mark.parametrize("args, message", ENCODE_REFUSALS)
+def test_cli_bad_input_is_one_line_error(tmp_path, tiny_corpus_file, tiny_teacher_dir, args, message,
+                                         capsys, monkeypatch):
+    argv = _encode_argv(tmp_path, tiny_corpus_file, tiny_teacher_dir, args)
+    code, _, err = pipeline_main(capsys, monkeypatch, *argv)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "o" / MANIFEST_NAME).exists()
+
+
+@pytest.mark.slow  # a `python -m pipeline` process each (3 to 7 s): the in-process test above is fast
+@pytest.mark.parametrize("args, message", ENCODE_REFUSALS)
+def test_cli_bad_input_is_one_line_error_in_a_real_process(tmp_path, tiny_corpus_file, tiny_teacher_dir,
+                                                           args, message):
+    argv = _encode_argv(tmp_path, tiny_corpus_file, tiny_teacher_dir, args)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True, text=True,
+                          timeout=120, env=subprocess_env())
+    assert_one_line_error(proc.returncode, proc.stderr, message)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -44,8 +43,8 @@ from evaluation.systems import (
     resolve_systems,
     save_finetuned_teacher,
 )
+from tests.helpers import GLUE_FIXTURES as FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 CPU = torch.device("cpu")
 
 
@@ -350,4 +349,9 @@ def test_summary_table_and_submissions(tmp_path):
                             np.array([[-1.0], [2.5], [7.0], [4.25]]))
     assert [line.split("\t")[1] for line in path.read_text().splitlines()[1:]] == [
         "0.000", "2.500", "5.000", "4.250"]
-    assert json.loads(json.dumps(summary))  # JSON-serialisable as written to results.json
+    mrpc = summary["a"]["tasks"]["MRPC"]
+    assert mrpc["metrics"]["f1"] == {"mean": 81.0, "std": pytest.approx(2 ** 0.5), "values": [80.0, 82.0]}
+    assert mrpc["score"]["values"] == [75.0, 78.0] and mrpc["best_epoch"] == [1, 1]
+    assert summary["a"]["tasks"]["RTE"]["score"]["mean"] == 62.0
+    assert summary["a"]["tasks"]["RTE"]["best_epoch"] == [2, 2]
+    assert json.loads(json.dumps(summary)) == summary  # written to results.json as it is

@@ -49,5 +49,5 @@ def test_glue_average_by_hand():
     }
     assert scores["MRPC"] == 75.0 and scores["MNLI"] == 71.0
     assert glue_average(scores) == pytest.approx((40 + 75 + 55 + 71) / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no task scores to average"):
         glue_average({})

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from data.user_task import read_table
 from evaluation.classifier import load_classifier
 from evaluation.metrics import split_metrics
-from tests.cli_helpers import assert_one_line_error, pipeline_main
+from tests.helpers import GLUE_FIXTURES, assert_one_line_error, pipeline_main, write_file
+from tests.helpers import USER_FIXTURES as FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "user"
-GLUE_FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 PAIR_OPTIONS = ["--text-column", "question1", "--text-pair-column", "question2",
                 "--label-column", "is_duplicate"]
 QUICK = ["--epochs", "2", "--head-hidden", "8", "--device", "cpu"]
@@ -94,7 +94,7 @@ def test_pairs_teacher_then_student_distilled_from_it_with_augmentation(
     pairs = read_table(FIXTURES / "pairs.jsonl")
     result = student.predict(pairs["question1"].to_list(), pairs["question2"].to_list())
     assert len(result.labels) == 40 and set(result.labels) <= {"0", "1"}
-    with pytest.raises(Exception, match="sentence pairs"):
+    with pytest.raises(UserError, match="this classifier takes sentence pairs"):
         student.predict(["one side only"])
 
 
@@ -135,12 +135,6 @@ def test_regression_from_tsv(tmp_path, capsys, monkeypatch, tiny_student_dir):
     assert rows[0]["score"] == pytest.approx(0.046)  # the input columns are kept
 
 
-def _write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.parametrize(("train", "extra", "fragments"), [
     ("text,label\nx,1\ny,2\n", ["--label-column", "stars"], ["no column 'stars'", "columns: text, label"]),
     ("text,label\nx,pos\ny,pos\n", [], ["one class only"]),
@@ -153,8 +147,8 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 def test_bad_input_is_one_line_and_leaves_out_untouched(
         tmp_path, capsys, monkeypatch, tiny_student_dir, train, extra, fragments):
     suffix = ".jsonl" if train.startswith("{") else ".csv"
-    train_path = _write(tmp_path, f"data{suffix}", train)
-    dev = _write(tmp_path, "dev.csv", "text,label\nx,pos\nz,meh\n")
+    train_path = write_file(tmp_path, f"data{suffix}", train)
+    dev = write_file(tmp_path, "dev.csv", "text,label\nx,pos\nz,meh\n")
     extra = [str(dev) if item == "DEV" else item for item in extra]
     out = tmp_path / "model"
     code, _, err = finetune(capsys, monkeypatch, "--student", tiny_student_dir, "--train", train_path,

@@ -14,9 +14,9 @@ import torch
 from data.glue import load_task
 from evaluation.config import EvalConfig
 from evaluation.systems import SystemSpec, build_model
-from tests.cli_helpers import assert_one_line_error, pipeline_main
+from tests.helpers import GLUE_FIXTURES as FIXTURES
+from tests.helpers import assert_one_line_error, pipeline_main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 QUICK = ["--epochs", "1", "--head-hidden", "8", "--device", "cpu", "--teacher-lr-grid", "1e-4"]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,8 +17,7 @@ from data.glue import (
     read_diagnostic,
     task_by_name,
 )
-
-FIXTURES = Path(__file__).parent / "fixtures" / "glue"
+from tests.helpers import GLUE_FIXTURES as FIXTURES
 
 
 @pytest.mark.parametrize("name", list(TASKS))

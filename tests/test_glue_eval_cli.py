@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from core.errors import UserError
-from pipeline.cli import cli
-
-FIXTURES = Path(__file__).parent / "fixtures" / "glue"
+from tests.helpers import GLUE_FIXTURES, assert_one_line_error, pipeline_main
 
 
-def glue_eval(*args: str):
-    return CliRunner().invoke(cli, ["glue-eval", "--glue-dir", str(FIXTURES), *args])
+@pytest.fixture
+def glue_eval(capsys, monkeypatch):
+    """``glue_eval(*args)``: `pipeline glue-eval --glue-dir FIXTURES ARGS` in-process: (exit code,
+    stdout, stderr)."""
+
+    def run(*args):
+        return pipeline_main(capsys, monkeypatch, "glue-eval", "--glue-dir", GLUE_FIXTURES, *args)
+
+    return run
 
 
-def test_teacher_end_to_end_with_submissions(tmp_path, tiny_teacher_dir):
+def test_teacher_end_to_end_with_submissions(tmp_path, tiny_teacher_dir, glue_eval):
     out = tmp_path / "out"
-    result = glue_eval("--tasks", "SST-2,STS-B", "--tasks", "mnli", "--system", "teacher",
-                       "--teacher", str(tiny_teacher_dir), "--epochs", "1", "--head-hidden", "8",
-                       "--out", str(out), "--predict-test", "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    code, _, err = glue_eval("--tasks", "SST-2,STS-B", "--tasks", "mnli", "--system", "teacher",
+                             "--teacher", str(tiny_teacher_dir), "--epochs", "1", "--head-hidden", "8",
+                             "--out", str(out), "--predict-test", "--device", "cpu")
+    assert code == 0, err
     table = (out / "results.md").read_text()
     assert "| system | SST-2 (acc) | STS-B (P/S) | MNLI (m/mm acc) | GLUE avg |" in table
     assert "| teacher |" in table and "Zero-shot STS-B" in table
@@ -41,15 +43,15 @@ def test_teacher_end_to_end_with_submissions(tmp_path, tiny_teacher_dir):
     assert len((out / "runs.jsonl").read_text().splitlines()) == 3
 
 
-def test_students_baselines_and_kd_end_to_end(tmp_path, tiny_teacher_dir, tiny_student_dir):
+def test_students_baselines_and_kd_end_to_end(tmp_path, tiny_teacher_dir, tiny_student_dir, glue_eval):
     out = tmp_path / "out"
     args = ["--tasks", "RTE,STS-B", "--system", f"student:{tiny_student_dir}",
             "--system", f"student:{tiny_student_dir}+kd", "--system", "scratch", "--system", "kd",
             "--system", "teacher", "--teacher", str(tiny_teacher_dir), "--epochs", "2",
             "--seeds", "2", "--teacher-seeds", "1", "--head-hidden", "8", "--out", str(out),
             "--device", "cpu"]
-    result = glue_eval(*args)
-    assert result.exit_code == 0, result.output
+    code, _, err = glue_eval(*args)
+    assert code == 0, err
     summary = json.loads((out / "results.json").read_text())["systems"]
     assert list(summary) == [f"student:{tiny_student_dir}", f"student:{tiny_student_dir}+kd",
                              "scratch", "kd", "teacher"]
@@ -59,16 +61,16 @@ def test_students_baselines_and_kd_end_to_end(tmp_path, tiny_teacher_dir, tiny_s
     zero_shot = json.loads((out / "results.json").read_text())["zero_shot_stsb_spearman"]
     assert set(zero_shot) == {"teacher", f"student:{tiny_student_dir}"}
     # a rerun reuses the cached teacher logits instead of fine-tuning the teacher again
-    again = glue_eval(*args, "--max-train-samples", "1000")
-    assert again.exit_code == 0
-    assert again.output.count("teacher logits from the cache") == 2
+    code, out_again, err = glue_eval(*args, "--max-train-samples", "1000")
+    assert code == 0, err
+    assert (out_again + err).count("teacher logits from the cache") == 2
 
 
-def test_zero_shot_only(tmp_path, tiny_teacher_dir):
+def test_zero_shot_only(tmp_path, tiny_teacher_dir, glue_eval):
     out = tmp_path / "out"
-    result = glue_eval("--tasks", "STS-B", "--system", "teacher", "--teacher",
-                       str(tiny_teacher_dir), "--zero-shot", "--out", str(out))
-    assert result.exit_code == 0, result.output
+    code, _, err = glue_eval("--tasks", "STS-B", "--system", "teacher", "--teacher",
+                             str(tiny_teacher_dir), "--zero-shot", "--out", str(out))
+    assert code == 0, err
     assert not (out / "runs.jsonl").exists()
     assert "| teacher |" in (out / "results.md").read_text()
 
@@ -82,7 +84,7 @@ def test_zero_shot_only(tmp_path, tiny_teacher_dir):
         (["--system", "teacher", "--hub"], "not both"),
     ],
 )
-def test_bad_input_is_one_line_user_error(args, message):
-    result = glue_eval(*args)
-    assert isinstance(result.exception, UserError)
-    assert message in str(result.exception)
+def test_bad_input_is_one_line_user_error(args, message, tmp_path, glue_eval):
+    code, _, err = glue_eval(*args, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "out").exists()

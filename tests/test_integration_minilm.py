@@ -1,8 +1,12 @@
-"""Integration: the bundled all-MiniLM-L6-v2 teacher on a few dozen real Wikipedia sentences."""
+"""Integration: the bundled all-MiniLM-L6-v2 teacher on a few dozen real Wikipedia sentences.
+
+It loads the real teacher twice (30 s on 2 cores): ``slow``. The default run covers encode with
+the tiny random BERT (tests/test_encode.py)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sentence_transformers import SentenceTransformer
 
 from cache_tools.reader import ShardDirectory
@@ -11,6 +15,7 @@ from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
 
 
+@pytest.mark.slow
 def test_bundled_teacher_shards_match_sentence_transformers(tmp_path):
     out = tmp_path / "shards"
     result = run_encode(EncodeConfig(out=out, corpus=CorpusConfig(sources=["wiki-sample"], limit=40),

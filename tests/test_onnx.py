@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,26 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from student import SentenceStudent, StudentConfig, StudentEncoder, load_student
+from student import StudentConfig, load_student
 from student.export import ExportConfig, cosines, run_export
 from student.onnx import ONNX_META, ONNX_MODEL, OnnxStudent, is_onnx_student
-from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_token_id
-from tests.cli_helpers import assert_one_line_error, pipeline_main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_student(directory: Path, tokenizer_dir: Path, seed: int = 0, **options) -> Path:
-    """A randomly initialised student saved through the student API (like conftest's tiny one)."""
-    import torch
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    settings = dict(output_dim=16, embed_dim=16, hidden=16, max_length=32) | options
-    config = StudentConfig(vocab_size=tokenizer.get_vocab_size(),
-                           pad_token_id=pad_token_id(tokenizer, tokenizer_dir), **settings)
-    torch.manual_seed(seed)
-    SentenceStudent(StudentEncoder(config).eval(), tokenizer, config).save(directory)
-    return directory
+from student.tokenization import TOKENIZER_FILE
+from tests.helpers import (
+    ROOT,
+    assert_one_line_error,
+    blocked_imports,
+    pipeline_main,
+    save_random_student,
+    subprocess_env,
+)
 
 
 def edge_texts(sentences: list[str]) -> list[str]:
@@ -41,8 +32,8 @@ def edge_texts(sentences: list[str]) -> list[str]:
 @pytest.mark.parametrize("pooling", ["max", "mean", "last"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_fp32_onnx_equals_torch_student(tmp_path, tiny_teacher_dir, tiny_sentences, pooling, layers):
-    source = make_student(tmp_path / "s", tiny_teacher_dir, pooling=pooling, layers=layers,
-                          normalize=layers == 2)
+    source = save_random_student(tmp_path / "s", tiny_teacher_dir, pooling=pooling, layers=layers,
+                                 normalize=layers == 2)
     result = run_export(ExportConfig(student=str(source)))
     assert result.out == tmp_path / "s.onnx" and result.min_cosine > 0.9999
     assert sorted(p.name for p in result.out.iterdir()) == sorted([ONNX_MODEL, ONNX_META, TOKENIZER_FILE])
@@ -82,7 +73,7 @@ def test_export_directory_describes_itself(tmp_path, tiny_student_dir):
 
 
 def test_int8_reports_its_cosine(tmp_path, tiny_teacher_dir, tiny_sentences):
-    source = make_student(tmp_path / "s", tiny_teacher_dir, layers=2)
+    source = save_random_student(tmp_path / "s", tiny_teacher_dir, layers=2)
     fp32 = run_export(ExportConfig(student=str(source)))
     int8 = run_export(ExportConfig(student=str(source), out=str(tmp_path / "q.onnx"), quantize="int8"))
     meta = json.loads((int8.out / ONNX_META).read_text())
@@ -103,13 +94,8 @@ def test_onnx_student_runs_in_a_process_without_torch(tmp_path, tiny_student_dir
     out = run_export(ExportConfig(student=str(tiny_student_dir), out=str(tmp_path / "e.onnx"))).out
     texts = edge_texts(tiny_sentences[:50])
     (tmp_path / "texts.json").write_text(json.dumps(texts))
-    code = f"""
-import json, sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'transformers', 'sentence_transformers', 'safetensors'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+    code = blocked_imports("torch", "transformers", "sentence_transformers", "safetensors") + f"""
+import json
 import numpy as np
 from student.onnx import OnnxStudent
 student = OnnxStudent({str(out)!r})
@@ -119,7 +105,7 @@ assert 'torch' not in sys.modules, 'torch was imported'
 print('torch-free', vectors.shape)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+                            env=subprocess_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"torch-free ({len(texts)}, 16)" in result.stdout
     expected = load_student(tiny_student_dir).encode(texts, batch_size=8)
@@ -138,15 +124,18 @@ def real_sentences(shared_data: Path, count: int = 3000) -> list[str]:
     return [text for pair in zip(sst[:half], wiki[:half], strict=True) for text in pair]
 
 
-@pytest.mark.parametrize(("pooling", "layers"), [("max", 1), ("mean", 2), ("last", 2)])
+@pytest.mark.parametrize(("pooling", "layers"), [  # 1.5 s each: one runs by default
+    pytest.param("max", 1, marks=pytest.mark.slow), ("mean", 2),
+    pytest.param("last", 2, marks=pytest.mark.slow)])
 def test_fp32_onnx_equals_torch_on_real_sentences(tmp_path, shared_data, pooling, layers):
     """A few thousand real sentences (3 to 90 tokens, some truncated at 64) through a student with
     the bundled teacher's 30,522-token vocabulary; random weights, small widths for speed."""
     from core.teacher import default_teacher
 
     texts = real_sentences(shared_data)
-    source = make_student(tmp_path / "s", Path(default_teacher()), output_dim=64, embed_dim=64,
-                          hidden=48, max_length=64, pooling=pooling, layers=layers, normalize=True)
+    source = save_random_student(tmp_path / "s", Path(default_teacher()), output_dim=64,
+                                 embed_dim=64, hidden=48, max_length=64, pooling=pooling,
+                                 layers=layers, normalize=True)
     student = load_student(source)
     lengths = [len(ids) for ids in student.token_ids(texts)]
     assert len(texts) == 3000 and min(lengths) < 8 and max(lengths) == 64  # padding, truncation

