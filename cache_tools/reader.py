@@ -42,6 +42,13 @@ class RowBlocks:
         joined = np.concatenate(self.blocks)
         return joined if dtype is None else joined.astype(dtype, copy=False)
 
+    def astype(self, dtype, copy: bool = True) -> np.ndarray:
+        """The joined array in ``dtype`` (always a new array: the blocks cannot be joined in place)."""
+        return np.asarray(self, dtype=dtype)
+
+    def copy(self) -> np.ndarray:
+        return np.asarray(self)
+
     def __iter__(self) -> Iterator[np.ndarray]:
         for block in self.blocks:
             yield from block

@@ -108,6 +108,10 @@ def test_row_blocks_index_like_the_joined_array():
         np.testing.assert_array_equal(blocks[key], joined[key], err_msg=str(key))
     np.testing.assert_array_equal(np.asarray(blocks), joined)
     assert np.asarray(blocks, dtype=np.float32).dtype == np.float32
+    np.testing.assert_array_equal(blocks.astype(np.float32), joined.astype(np.float32))
+    first, copied = joined[0].copy(), blocks.copy()
+    copied[0] = 0  # a new array: the blocks are untouched
+    np.testing.assert_array_equal(blocks[0], first)
     np.testing.assert_array_equal(np.concatenate([blocks, blocks]), np.concatenate([joined, joined]))
     np.testing.assert_array_equal(np.stack(list(blocks)), joined)
     for bad in (10, -11):
