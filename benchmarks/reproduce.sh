@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The evidence run: encode every Wikipedia-derived corpus in ../shared/data/corpus once, train two
-# students from that one shard directory, fine-tune and score teacher / scratch / kd / student /
-# student+kd on the GLUE tasks that have train and dev sets, measure speed and size, train the
-# ablation of benchmarks/ablation.toml and collect everything into benchmarks/results/.
+# The evidence run, second edition: encode every Wikipedia-derived corpus in ../shared/data/corpus
+# once, train the default student and a smaller and a larger one from that shard directory, probe
+# every system frozen, fine-tune and score teacher / model2vec / scratch / embeddings-only / kd /
+# student / student+kd on the GLUE tasks that have train and dev sets, measure speed and size,
+# train the ablation of benchmarks/ablation.toml and collect everything into benchmarks/results/.
 # Resumable: rerun the same command after a crash and finished steps are skipped.
 #
 #   bash benchmarks/reproduce.sh                       # the full run (hours on 2 CPU cores)
-#   LIMIT=300 MAX_TRAIN=64 PAIR_MAX_TRAIN=64 SEEDS=1 EPOCHS=1 TASKS=RTE ABLATION_STEPS=5 RUN=/tmp/smoke \
-#       RESULTS=/tmp/smoke/results bash benchmarks/reproduce.sh   # smoke test
+#   LIMIT=300 MAX_TRAIN=64 TEACHER_MAX_TRAIN=64 TEACHER_PAIR_MAX_TRAIN=64 SEEDS=1 EPOCHS=1 TASKS=RTE \
+#       STUDENT_STEPS=20 ABLATION_STEPS=5 RUN=/tmp/smoke RESULTS=/tmp/smoke/results \
+#       bash benchmarks/reproduce.sh   # smoke test
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$ROOT/../shared/data}
