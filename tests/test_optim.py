@@ -3,7 +3,6 @@ training loops had copies of; train-student writes best/ atomically and cleans u
 
 from __future__ import annotations
 
-import math
 import shutil
 
 import pytest
@@ -83,19 +82,14 @@ def test_cosine_schedule_gives_the_recorded_get_lr_rates():
 
 @pytest.mark.parametrize("total, lr, min_lr, warmup", [(100, 1.0, 0.1, 10), (1000, 3e-3, 0.0, 20),
                                                        (12, 1e-3, 1e-4, 1)])
-def test_cosine_schedule_is_todays_formula(total, lr, min_lr, warmup):
-    def get_lr(step: int) -> float:  # student/train.py's, as it was
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        if step >= total:
-            return min_lr
-        progress = (step - warmup) / max(1, total - warmup)
-        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
-
-    steps = range(total + 3)
-    assert [warmup_cosine_lr(s, total, lr, min_lr, warmup) for s in steps] == [get_lr(s) for s in steps]
-    assert warmup_cosine_lr(warmup - 1, total, lr, min_lr, warmup) == lr  # the peak ends the warm-up
-    assert warmup_cosine_lr(total, total, lr, min_lr, warmup) == min_lr
+def test_cosine_schedule_shape(total, lr, min_lr, warmup):
+    # today's exact values are pinned by the recorded test above; here its shape on other settings
+    rates = [warmup_cosine_lr(s, total, lr, min_lr, warmup) for s in range(total + 3)]
+    assert rates[:warmup] == [lr * (s + 1) / warmup for s in range(warmup)]  # linear warm-up
+    assert rates[warmup - 1] == lr  # the peak ends the warm-up
+    decay = rates[warmup - 1 : total]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))  # then never rises
+    assert rates[total:] == [min_lr] * 3  # and stays at min_lr
 
 
 # -- the step ------------------------------------------------------------------------------------
