@@ -46,6 +46,9 @@ class TeacherSpec:
 
     IDENTITY = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize",
                 "max_length")
+    # what shards of several directories must share to be trained on together: the vectors'
+    # space (max_length only truncates the odd long sentence)
+    SPACE = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize", "dim")
 
     def identity(self) -> dict:
         """The fields that decide the vectors (a dict, so it can join a settings fingerprint)."""

@@ -19,12 +19,11 @@ from cache_tools.manifest import Manifest
 from cache_tools.reader import ShardData, ShardDirectory, read_lengths, read_shard
 from cache_tools.verify import verify_directory, verify_shard
 from core.errors import UserError
+from core.teacher import TeacherSpec
 from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
 
 # Manifest fields that must agree between shard directories trained on together: the same
 # teacher, tokenizer and pooling give vectors in one space.
-_SAME_SPACE = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize",
-               "dim")
 # Consecutive (shuffled) rows sorted by length together: one bucket is this many batches.
 BUCKET_BATCHES = 64
 # Decoded shards kept in memory; the shuffle buffer only spans a few shards at a time.
@@ -43,7 +42,7 @@ def check_same_teacher(directories: list[ShardDirectory]) -> Manifest:
     """The first manifest, after refusing directories whose vectors live in different spaces."""
     first = directories[0].manifest
     for other in directories[1:]:
-        for key in _SAME_SPACE:
+        for key in TeacherSpec.SPACE:
             if getattr(other.manifest, key) != getattr(first, key):
                 raise ShardError(
                     f"{other.path} and {directories[0].path} come from different teachers or "
