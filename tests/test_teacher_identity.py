@@ -95,3 +95,20 @@ def test_a_manifest_without_a_kind_reads_as_sentence_vectors(kind, tiny_shards, 
     raw["kind"] = kind
     (copy / "manifest.json").write_text(json.dumps(raw))
     assert read_manifest(copy).kind == kind
+
+
+@pytest.mark.parametrize("field, value", [("pooling", "cls"), ("teacher_fingerprint", "0" * 64),
+                                          ("dim", 7)])
+def test_shards_of_another_vector_space_are_not_mixed(field, value, tiny_shards, tmp_path):
+    from cache_tools.format import ShardError
+    from cache_tools.reader import ShardDirectory
+    from student.data import check_same_teacher
+
+    other = shutil.copytree(tiny_shards, tmp_path / "other")
+    raw = json.loads((other / "manifest.json").read_text())
+    assert raw[field] != value
+    (other / "manifest.json").write_text(json.dumps({**raw, field: value}))
+    same = ShardDirectory(shutil.copytree(tiny_shards, tmp_path / "same"))
+    assert check_same_teacher([ShardDirectory(tiny_shards), same]).pooling == raw["pooling"]
+    with pytest.raises(ShardError, match=f"come from different teachers or settings \\({field}"):
+        check_same_teacher([ShardDirectory(tiny_shards), ShardDirectory(other)])
