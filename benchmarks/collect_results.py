@@ -43,8 +43,8 @@ def short_label(system: str) -> str:
 def relative(value, run: Path):
     """A config value with the run directory and the repository written relatively (the raw files
     are committed; absolute paths of the machine that ran them say nothing elsewhere)."""
-    if isinstance(value, dict):
-        return {key: relative(item, run) for key, item in value.items()}
+    if isinstance(value, dict):  # keys too: results are keyed by system labels with paths
+        return {relative(key, run): relative(item, run) for key, item in value.items()}
     if isinstance(value, list):
         return [relative(item, run) for item in value]
     if isinstance(value, str):
@@ -92,8 +92,11 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
         if len(result["tasks"]) < len(order):  # an average over fewer tasks is not comparable
             result["average"] = None
     first = next(iter(configs.values()))
-    # the grid (glue-eval since issue 12) as the per-task runs used it; absent in older runs
-    grids = {k: first[k] for k in ("lr_grid", "teacher_lr_grid", "teacher_head_lr") if k in first}
+    # the grids (glue-eval since issue 12) as the runs used them, the teacher's from a run that
+    # fine-tuned the teacher; absent in older runs
+    teacher = next((c for c in configs.values() if "teacher" in c.get("systems", [])), first)
+    grids = {k: first[k] for k in ("lr_grid",) if k in first}
+    grids |= {k: teacher[k] for k in ("teacher_lr_grid", "teacher_head_lr") if k in teacher}
     write_results(out / "glue", summary, order, {}, {
         "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"), **grids,
         "per_task_config": configs})
@@ -243,9 +246,11 @@ def main() -> None:
         students[name] = read_jsonl(directory)
         keep = args.out / "students" / name
         keep.mkdir(parents=True, exist_ok=True)
-        for file in ("metrics.jsonl", "training_summary.json", "config.json"):
+        shutil.copy(directory, keep / directory.name)  # metrics.jsonl
+        for file in ("training_summary.json", "config.json"):
             if (directory.parent / file).is_file():
-                shutil.copy(directory.parent / file, keep / file)
+                raw = json.loads((directory.parent / file).read_text())
+                (keep / file).write_text(json.dumps(relative(raw, args.run), indent=2) + "\n")
     if students:
         plot_sra_curves(students, args.out / "sra_curves.png")
     probes = collect_probes(args.run, args.out)
