@@ -1,14 +1,17 @@
 """Collect one `benchmarks/reproduce.sh` run into committed results: tables, plots and raw files.
 
-Reads RUN/glue/<TASK>/ (one glue-eval per task), RUN/students/<variant>/ and RUN/ablation/<name>/,
-RUN/speed.txt and RUN/stage_seconds.tsv; writes into OUT:
+Reads RUN/glue/<TASK>/<system>/ (one glue-eval per task and system; RUN/glue/<TASK>/ in the first
+edition), RUN/probe/<TASK>/, RUN/students/<variant>/ and RUN/ablation/<name>/, RUN/speed.txt and
+RUN/stage_seconds.tsv; writes into OUT, with RUN and the repository written as RUN/ and ./:
 
 - glue/results.json, glue/results.md: all tasks in one table (mean ± std over seeds), built from
-  the per-task runs.jsonl with glue-eval's own summary code; glue/<TASK>/ the raw per-task files;
+  the runs.jsonl files with glue-eval's own summary code; glue/<TASK>/... the raw files;
+- probe.md, probe/<TASK>/probe.json: every system's frozen-probe score per task;
 - glue_bars.png: the GLUE table as a bar chart with the seeds' spread;
 - sra_curves.png: training loss and held-out cosine of each student variant;
 - ablation.md: each lever's held-out agreement with the teacher at the same step budget;
-- speed.txt, stage_seconds.tsv, students/<variant>/ (metrics.jsonl, training_summary.json).
+- speed.txt, stage_seconds.tsv, commits.txt (the code each part ran), students/<variant>/
+  (metrics.jsonl, training_summary.json).
 
     python benchmarks/collect_results.py --run runs/reproduce --out benchmarks/results
 """
@@ -260,7 +263,7 @@ def main() -> None:
         table = ablation_table(args.run)
         (args.out / "ablation.md").write_text(table)
         print(table)
-    for name in ("speed.txt", "stage_seconds.tsv"):
+    for name in ("speed.txt", "stage_seconds.tsv", "commits.txt"):
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)
     print(f"written to {args.out}")

@@ -27,6 +27,8 @@ PIPELINE=${PIPELINE:-pipeline}
 
 [ -d "$DATA/corpus" ] || { echo "error: $DATA/corpus not found (set DATA=...)" >&2; exit 2; }
 mkdir -p "$RUN"
+# a run in several parts may span commits: each part says which code it ran
+echo "$(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/commits.txt"
 timed() {  # timed NAME COMMAND...: run it and append its wall time to stage_seconds.tsv
     local name=$1 start; shift; start=$(date +%s)
     "$@"
