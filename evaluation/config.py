@@ -79,6 +79,9 @@ class EvalConfig:
     kd_shard_rows: int = 4096  # teacher-logit cache rows per shard: the unit of work of a rank
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
+    # seeds that search the rate grid; the later ones train at the rate with the best mean dev
+    # score over those (None: every seed searches, the default)
+    grid_seeds: int | None = None
     epochs: int = TrainSettings.epochs
     batch_size: int = TrainSettings.batch_size
     lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
@@ -116,7 +119,7 @@ class EvalConfig:
                      "head_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
-        for name in ("max_train_samples", "teacher_max_train_samples"):
+        for name in ("max_train_samples", "teacher_max_train_samples", "grid_seeds"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if not (math.isfinite(self.teacher_head_lr) and self.teacher_head_lr > 0):
@@ -160,6 +163,10 @@ class EvalConfig:
             kd_alpha=self.kd_alpha,
             seed=seed,
         )
+
+    def searches_grid(self, seed: int) -> bool:
+        """Whether run ``seed`` tries every rate of the grid (else it reuses the chosen rate)."""
+        return self.grid_seeds is None or seed < self.grid_seeds
 
     def grid(self, teacher: bool) -> tuple[list[float], list[float] | None]:
         """``finetune_grid``'s (rates, encoder_rates): the teacher's grid is over its

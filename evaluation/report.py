@@ -152,6 +152,9 @@ def protocol(config: dict, probe: bool) -> str:
     if teacher_grid:
         text += (f"; the teacher's transformer {teacher_grid} with its head at "
                  f"{config.get('teacher_head_lr', 0):g}")
+    if config.get("grid_seeds") is not None:
+        text += (f". Seeds 0..{config['grid_seeds'] - 1} search the grid; the later seeds train at "
+                 "the rate with the best mean dev score over those")
     return text + (". Selecting epoch and rate on the dev set that is reported is the usual GLUE-dev "
                    "practice (test labels are hidden); it flatters every row alike.")
 

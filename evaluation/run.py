@@ -139,16 +139,46 @@ def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: 
                if any(spec.kd for spec in specs) else None)
     jobs = [(spec, seed) for spec in specs
             for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds)]
-    mine = {position: run_one(spec, data, teacher_train if spec.kind == "teacher" else train,
-                              targets if spec.kd else None, seed, config, device)
-            for position, (spec, seed) in enumerate(jobs)
-            if position % ctx.world_size == ctx.rank}
-    gathered = {position: record for part in ctx.gather(mine) for position, record in part.items()}
-    records = [gathered[position] for position in range(len(jobs))]
+    # the seeds that search the rate grid first; then the others, at the rate those chose
+    searching = [job for job in jobs if config.searches_grid(job[1])]
+    records = run_jobs(searching, data, train, teacher_train, targets, config, device, ctx)
+    chosen = {spec.label: best_rate([r for r in records if r["system"] == spec.label])
+              for spec in specs}
+    later = [job for job in jobs if not config.searches_grid(job[1])]
+    records += run_jobs(later, data, train, teacher_train, targets, config, device, ctx, chosen)
+    order = {(spec.label, seed): position for position, (spec, seed) in enumerate(jobs)}
+    records.sort(key=lambda record: order[(record["system"], record["seed"])])
     if ctx.is_main:
         for record in records:
             append_jsonl(config.out / "runs.jsonl", record)
     return records
+
+
+def run_jobs(jobs: list[tuple[SystemSpec, int]], data: TaskData, train: GlueSplit,
+             teacher_train: GlueSplit, targets: np.ndarray | None, config: EvalConfig,
+             device: torch.device, ctx: DistContext, rates: dict[str, tuple] | None = None,
+             ) -> list[dict]:
+    """Every (system, seed) job's record, in job order; rank r runs the jobs r, r + W, ....
+    ``rates`` (system label -> (lr, encoder_lr)) fixes a system's rate instead of its grid."""
+    mine = {position: run_one(spec, data, teacher_train if spec.kind == "teacher" else train,
+                              targets if spec.kd else None, seed, config, device,
+                              (rates or {}).get(spec.label))
+            for position, (spec, seed) in enumerate(jobs)
+            if position % ctx.world_size == ctx.rank}
+    gathered = {position: record for part in ctx.gather(mine) for position, record in part.items()}
+    return [gathered[position] for position in range(len(jobs))]
+
+
+def best_rate(records: list[dict]) -> tuple[float, float | None] | None:
+    """The grid point (lr, encoder_lr) with the best mean dev score over the runs that searched
+    the grid (a tie goes to the earlier point); None without such runs."""
+    scores: dict[tuple, list[float]] = {}
+    for record in records:
+        for point in record["lr_grid"]:
+            scores.setdefault((point["lr"], point["encoder_lr"]), []).append(point["score"])
+    if not scores:
+        return None
+    return max(scores, key=lambda point: float(np.mean(scores[point])))
 
 
 def training_subset(train: GlueSplit, limit: int | None) -> GlueSplit:
@@ -160,13 +190,14 @@ def training_subset(train: GlueSplit, limit: int | None) -> GlueSplit:
 
 
 def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
-            seed: int, config: EvalConfig, device: torch.device) -> dict:
+            seed: int, config: EvalConfig, device: torch.device,
+            rate: tuple[float, float | None] | None = None) -> dict:
     """Fine-tune one system on one task with one seed over its learning-rate grid (the dev-best
-    rate kept); score dev, predict test if asked."""
+    rate kept), or at ``rate`` (lr, encoder_lr) when given; score dev, predict test if asked."""
     task = data.task
     started = time.perf_counter()
     model, result, rates = fit_system(spec, data, train, targets, seed, config, device,
-                                      run_log_path(config.out, spec.slug, task.name, seed))
+                                      run_log_path(config.out, spec.slug, task.name, seed), rate)
     if config.predict_test:
         folder = config.out / "submissions" / spec.slug / f"seed{seed}"
         for stem, split in data.test.items():
@@ -193,11 +224,13 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
 
 def fit_system(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
                seed: int, config: EvalConfig, device: torch.device, log_path: Path | None = None,
+               rate: tuple[float, float | None] | None = None,
                ) -> tuple[TaskModel, FinetuneResult, dict]:
     """One system, one task, one seed over its learning-rate grid, the dev-best rate kept: the
     model (with its best epoch's weights), its result and its rates (``GridResult.rates``). The
     seed-0 teacher is ``seed0_teacher``'s (cached, shared with ``+kd``). glue-eval's run_one and
-    ``pipeline finetune`` (a user's data) both train through here. ``log_path`` gets the epochs."""
+    ``pipeline finetune`` (a user's data) both train through here. ``log_path`` gets the epochs;
+    ``rate`` = (lr, encoder_lr) trains at that one point instead of the grid (--grid-seeds)."""
     if spec.kind == "teacher" and seed == TEACHER_SEED:
         return seed0_teacher(config, data, train, device, _log)
     teacher = spec.kind == "teacher"
@@ -214,6 +247,8 @@ def fit_system(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.n
             append_jsonl(log_path, record)
 
     lr_grid, encoder_grid = config.grid(teacher)
+    if rate is not None:
+        lr_grid, encoder_grid = [rate[0]], None if rate[1] is None else [rate[1]]
     grid = finetune_grid(build, task, encoded_train, dev, config.train_settings(teacher, seed),
                          lr_grid, device, encoder_grid, log=log)
     return grid.model, grid.result, grid.rates()

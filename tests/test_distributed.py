@@ -128,12 +128,13 @@ def test_ddp_training_equals_one_process_and_resumes(tmp_path, tiny_shards):
 
 def test_glue_eval_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_student_dir):
     """The teacher-logit cache goes through the sharded map (4 shards of 3 rows here, split
-    over the ranks) and the (system, seed) runs are dealt out: same cache, same scores."""
+    over the ranks) and the (system, seed) runs are dealt out, the grid's seed first, then the
+    seed that reuses its rate (--grid-seeds 1): same cache, same scores, same rates."""
     args = ["glue-eval", "--glue-dir", str(GLUE_FIXTURES), "--tasks", "RTE",
             "--teacher", str(tiny_teacher_dir),
             "--system", f"student:{tiny_student_dir}+kd", "--system", "kd", "--system", "teacher",
-            "--seeds", "2", "--epochs", "1", "--head-hidden", "8", "--kd-shard-rows", "3",
-            "--device", "cpu"]
+            "--seeds", "2", "--grid-seeds", "1", "--lr-grid", "1e-3,1e-4", "--epochs", "1",
+            "--head-hidden", "8", "--kd-shard-rows", "3", "--device", "cpu"]
     outs = {}
     for processes in (1, 2):
         outs[processes] = tmp_path / f"ranks{processes}"
@@ -149,8 +150,10 @@ def test_glue_eval_two_ranks_equal_one_process(tmp_path, tiny_teacher_dir, tiny_
     np.testing.assert_allclose(got[1], want[1], atol=1e-6)
 
     def scores(out):
-        return [(r["system"], r["seed"], r["score"]) for r in map(json.loads, (out / "runs.jsonl").open())]
+        return [(r["system"], r["seed"], r["lr"], len(r["lr_grid"]), r["score"])
+                for r in map(json.loads, (out / "runs.jsonl").open())]
 
     one, two = scores(outs[1]), scores(outs[2])
-    assert [r[:2] for r in two] == [r[:2] for r in one] and len(one) == 6
-    np.testing.assert_allclose([r[2] for r in two], [r[2] for r in one], atol=1e-6)
+    assert [r[:4] for r in two] == [r[:4] for r in one] and len(one) == 6
+    assert [r[3] for r in one if r[1] == 1] == [1, 1, 1]  # seed 1 trained at one rate
+    np.testing.assert_allclose([r[4] for r in two], [r[4] for r in one], atol=1e-6)
