@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from cache_tools.format import DTYPES, FORMATS, ShardError, shard_name
-from cache_tools.manifest import Manifest, ShardInfo
+from cache_tools.manifest import SENTENCE_VECTORS, Manifest, ShardInfo
 from cache_tools.reader import ShardDirectory, read_shard, shard_metadata
 from cache_tools.writer import arrow_schema
 from core.io import sha256_file
@@ -46,7 +46,8 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
     shards = ShardDirectory(directory)
     manifest = shards.manifest
     _check_manifest(manifest)
-    vocab_rows = _check_sidecars(shards, full)
+    # a kd-logit cache (kind task_logits) has no tokenizer or embedding matrices beside it
+    vocab_rows = _check_sidecars(shards, full) if manifest.kind == SENTENCE_VECTORS else None
     expected_id = 0
     for position, (info, path) in enumerate(zip(manifest.shards, shards.shard_paths, strict=True)):
         expected = shard_name(position, len(manifest.shards), manifest.format)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cache_tools.manifest import SENTENCE_VECTORS, TASK_LOGITS, read_manifest
+from cache_tools.verify import verify_directory
 from core import teacher as teacher_module
 from core.teacher import Teacher, TeacherSpec, teacher_spec
 from data.glue import load_task
@@ -74,6 +75,7 @@ def test_kd_cache_manifest_has_its_own_kind_and_real_teacher_fields(tmp_path, ti
     (cache,) = (config.out / kd.CACHE_DIR).iterdir()
     manifest = read_manifest(cache)
     assert manifest.kind == TASK_LOGITS
+    assert verify_directory(cache).num_rows == len(data.train)  # no tokenizer/matrices asked for
     assert manifest.dim == 2  # the logits', not the teacher's hidden size
     assert manifest.pooling == "mean" and manifest.tokenizer_fingerprint  # no placeholders
     finetuned = config.out / kd.FINETUNED_DIR / "MRPC"
