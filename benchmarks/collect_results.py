@@ -98,7 +98,7 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
     # the grids (glue-eval since issue 12) as the runs used them, the teacher's from a run that
     # fine-tuned the teacher; absent in older runs
     teacher = next((c for c in configs.values() if "teacher" in c.get("systems", [])), first)
-    grids = {k: first[k] for k in ("lr_grid",) if k in first}
+    grids = {k: first[k] for k in ("lr_grid", "grid_seeds") if k in first}
     grids |= {k: teacher[k] for k in ("teacher_lr_grid", "teacher_head_lr") if k in teacher}
     write_results(out / "glue", summary, order, {}, {
         "seeds": first["seeds"], "teacher_seeds": first.get("teacher_seeds"), **grids,
