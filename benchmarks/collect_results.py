@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -51,8 +52,19 @@ def relative(value, run: Path):
     if isinstance(value, list):
         return [relative(item, run) for item in value]
     if isinstance(value, str):
-        return value.replace(str(run), "RUN").replace(str(ROOT), ".")
+        return relative_text(value, run)
     return value
+
+
+def relative_text(text: str, run: Path) -> str:
+    """RUN for the run directory (and where its links point), . for the repository, ../ for what
+    lies beside it (../shared/data, another run)."""
+    for path, name in ((run.resolve(), "RUN"), (run, "RUN"),
+                       *((link.resolve(), f"RUN/{link.name}") for link in run.iterdir() if link.is_symlink()),
+                       (ROOT, "."), (ROOT.parent, "..")):
+        # whole path components only: /x/all must not turn /x/all-default into RUN/shards-default
+        text = re.sub(re.escape(str(path)) + r"(?![\w.-])", name, text)
+    return text
 
 
 def glue_dirs(run: Path) -> list[Path]:
@@ -83,7 +95,7 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
         raw.mkdir(parents=True, exist_ok=True)
         for file in ("results.md", "runs.jsonl"):
             text = (directory / file).read_text()
-            (raw / file).write_text(text.replace(str(run), "RUN").replace(str(ROOT), "."))
+            (raw / file).write_text(relative_text(text, run))
         (raw / "results.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
     if not runs:
         return {}, []
