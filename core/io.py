@@ -28,6 +28,14 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and TEMP_MARK in name
 
 
+def remove_leftovers(directory: Path) -> None:
+    """Delete what killed writers left in ``directory`` (:func:`is_temporary` names). Call it only
+    where no other writer is live (under a run's lock, or on a directory a run owns)."""
+    for path in directory.iterdir():
+        if is_temporary(path.name):
+            remove(path)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write the file (or, with ``directory=True``, the
@@ -42,11 +50,11 @@ def atomic_output(path: str | Path, *, directory: bool = False) -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix, suffix = f".{path.name}{TEMP_MARK}{os.getpid()}-", ""
+    prefix = f".{path.name}{TEMP_MARK}{os.getpid()}-"
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
         os.close(fd)
         tmp = Path(name)
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; what we write is meant to be read
@@ -62,7 +70,8 @@ def atomic_output(path: str | Path, *, directory: bool = False) -> Iterator[Path
             os.replace(tmp, path)
         _fsync_directory(path.parent)
     except BaseException:
-        _remove(tmp)
+        with contextlib.suppress(OSError):  # the writer's own error is the one to report
+            remove(tmp)
         raise
 
 
@@ -74,19 +83,21 @@ def _replace_directory(tmp: Path, path: Path) -> None:
         tmp.rename(path)
         return
     aside = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-old")
-    _remove(aside)
+    remove(aside)
     path.rename(aside)
     try:
         tmp.rename(path)
     except BaseException:
         aside.rename(path)  # put the old one back
         raise
-    _remove(aside)
+    with contextlib.suppress(OSError):  # the new one is in place; a leftover aside is cleaned later
+        remove(aside)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file or a directory tree (a missing one is fine; a failure raises)."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
 

@@ -13,7 +13,6 @@ The run has three steps, each resumable:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,7 +40,15 @@ from cache_tools.manifest import Manifest, read_manifest, write_manifest
 from cache_tools.sharded_map import PreparedShard, ShardedMap
 from core.distributed import LONG_WAIT, DistContext, init_distributed
 from core.errors import UserError
-from core.io import atomic_output, atomic_write_json, fingerprint, is_temporary, sha256_file
+from core.io import (
+    atomic_output,
+    atomic_write_json,
+    fingerprint,
+    is_temporary,
+    remove,
+    remove_leftovers,
+    sha256_file,
+)
 from core.teacher import LAST_LAYER, Teacher
 from data.augment import augment_corpus
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
@@ -377,9 +384,8 @@ def _claim_directory(out: Path, work: Path, settings_fp: str, overwrite: bool) -
         _clear(out)
     work.mkdir(parents=True, exist_ok=True)
     # Half-written files of a killed run: never under a final name, and the lock says none is live.
-    for path in [*out.iterdir(), *work.iterdir()]:
-        if is_temporary(path.name):
-            _remove(path)
+    remove_leftovers(out)
+    remove_leftovers(work)
     atomic_write_json(run_path, {"settings_fingerprint": settings_fp})
 
 
@@ -388,14 +394,7 @@ def _clear(out: Path) -> None:
         if parse_shard_name(path.name) or is_temporary(path.name) \
                 or path.name in {MANIFEST_NAME, EMBEDDINGS_FILE, CONTEXTUAL_FILE, AUGMENT_FILE, WORK_DIR,
                                  TOKENIZER_DIR, OOD_DIR}:
-            _remove(path)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+            remove(path)
 
 
 def _write_sidecars(out: Path, teacher: Teacher, contextual: bool = True) -> None:

@@ -19,9 +19,8 @@ from tqdm.auto import tqdm
 from core.device import autocast_context, resolve_device
 from core.distributed import DistContext, init_distributed
 from core.errors import UserError
-from core.io import atomic_output, atomic_write_bytes, atomic_write_json, is_temporary
-from core.optim import OptimStep
-from core.optim import warmup_cosine_lr as get_lr  # its name here before core.optim
+from core.io import atomic_output, atomic_write_bytes, atomic_write_json, remove_leftovers
+from core.optim import OptimStep, warmup_cosine_lr
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
 from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
 from student.evaluate import agreement
@@ -129,7 +128,8 @@ class Trainer:
         # both groups peak at config.lr (built before a checkpoint replaces the rates)
         self.optim_step = OptimStep(
             self.optimizer,
-            lambda step, peak: get_lr(step, self.total_steps, peak, self.min_lr, self.warmup),
+            lambda step, peak: warmup_cosine_lr(step, self.total_steps, peak, self.min_lr,
+                                                self.warmup),
             self.device, self.model.parameters(), config.grad_clip,
         )
         self.validation = self._validation_batches()
@@ -436,11 +436,7 @@ def prepare_output(config: TrainConfig) -> None:
         )
     out.mkdir(parents=True, exist_ok=True)
     # What a killed run was writing (a checkpoint, best/): never under a final name, so no loss.
-    for leftover in (p for p in out.iterdir() if is_temporary(p.name)):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink()
+    remove_leftovers(out)
 
 
 def run_train_student(config: TrainConfig) -> TrainResult:

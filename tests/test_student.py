@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 
 from cache_tools.reader import ShardDirectory
 from core.errors import UserError
+from core.optim import warmup_cosine_lr
 from student import TrainConfig, load_student
 from student.data import epoch_plan, heldout_split
 from student.losses import SRALoss
 from student.model import project_embeddings
 from student.tokenization import truncate_ids
-from student.train import get_lr, run_train_student
+from student.train import run_train_student
 from tests.helpers import ROOT, blocked_imports, random_student, subprocess_env
 
 
@@ -107,7 +108,7 @@ def test_loss_table_parts_and_weights():
 
 
 def test_lr_schedule_warms_up_then_decays():
-    lrs = [get_lr(step, 100, 1.0, 0.1, 10) for step in range(101)]
+    lrs = [warmup_cosine_lr(step, 100, 1.0, 0.1, 10) for step in range(101)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[100] == pytest.approx(0.1)
