@@ -10,10 +10,16 @@ RUN/stage_seconds.tsv; writes into OUT, with RUN and the repository written as R
 - glue_bars.png: the GLUE table as a bar chart with the seeds' spread;
 - sra_curves.png: training loss and held-out cosine of each student variant;
 - ablation.md: each lever's held-out agreement with the teacher at the same step budget;
+- majority.md: the score of always predicting the training set's majority class, per task (from
+  --glue-dir), the floor under every table;
+- systems.md, quality_speed.png: each system's size (parameters, of which frozen; MB on disk) and
+  speed (the probe run's side-by-side measure) beside its fine-tuned and probe averages;
+- targets.md: issue 15's targets, each met or missed with its numbers;
 - speed.txt, stage_seconds.tsv, commits.txt (the code each part ran), students/<variant>/
   (metrics.jsonl, training_summary.json).
 
-    python benchmarks/collect_results.py --run runs/reproduce --out benchmarks/results
+    python benchmarks/collect_results.py --run runs/reproduce --out benchmarks/results \
+        [--glue-dir ../shared/data/glue]
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.report import mean_std_cell, summarize, write_results  # noqa: E402
+
+TASK_ORDER = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
+SINGLE_SENTENCE = ("CoLA", "SST-2")  # where reproduce.sh also scores the student variants
 
 
 def short_label(system: str) -> str:
@@ -99,8 +108,7 @@ def collect_glue(run: Path, out: Path) -> tuple[dict, list[str]]:
         (raw / "results.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
     if not runs:
         return {}, []
-    order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
-             if t in tasks]
+    order = [t for t in TASK_ORDER if t in tasks]
     systems.sort(key=system_order)
     summary = summarize(runs, systems, order)
     for result in summary.values():
@@ -128,9 +136,10 @@ def system_order(label: str) -> tuple[int, str]:
     return (ORDER.index(label) if label in ORDER else len(ORDER), label)
 
 
-def collect_probes(run: Path, out: Path) -> str | None:
-    """RUN/probe/<TASK>/probe.json (one --probe glue-eval per task) as one table: every system's
-    frozen-probe score per task and the average over the tasks it has."""
+def collect_probes(run: Path, out: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """RUN/probe/<TASK>/probe.json (one --probe glue-eval per task) as one table, probe.md: every
+    system's frozen-probe score per task and the average over the tasks it has. Returns the table
+    (system -> task -> score) and the task order."""
     table: dict[str, dict[str, float]] = {}
     tasks = []
     for path in sorted((run / "probe").glob("*/probe.json")):
@@ -143,9 +152,8 @@ def collect_probes(run: Path, out: Path) -> str | None:
         raw.mkdir(parents=True, exist_ok=True)
         (raw / "probe.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
     if not table:
-        return None
-    order = [t for t in ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
-             if t in tasks]
+        return {}, []
+    order = [t for t in TASK_ORDER if t in tasks]
     lines = ["| system | " + " | ".join(order) + " | average |", "|---" * (len(order) + 2) + "|"]
     for system in sorted(table, key=system_order):
         cells = [table[system].get(task) for task in order]
@@ -153,9 +161,8 @@ def collect_probes(run: Path, out: Path) -> str | None:
         average = f"{sum(known) / len(known):.1f}" if len(known) == len(order) else "–"
         lines.append(f"| {system} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells)
                      + f" | {average} |")
-    text = "\n".join(lines) + "\n"
-    (out / "probe.md").write_text(text)
-    return text
+    (out / "probe.md").write_text("\n".join(lines) + "\n")
+    return table, order
 
 
 def append_average_without_wnli(directory: Path, runs: list[dict], systems: list[str],
@@ -245,10 +252,223 @@ def ablation_table(run: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- the floor, size and speed, the targets ------------------------------------------------------
+def majority_scores(glue_dir: Path, tasks: list[str]) -> dict[str, float]:
+    """Each task's score for always predicting the training set's majority class (tasks whose
+    files are absent are left out)."""
+    from data.glue import load_task, missing_files, task_by_name
+    from evaluation.metrics import majority_score
+
+    scores = {}
+    for name in tasks:
+        if missing_files(glue_dir, task_by_name(name)):
+            continue
+        data = load_task(name, glue_dir)
+        scores[name] = majority_score(data.task, data.train.labels,
+                                      {suffix: split.labels for suffix, split in data.dev.items()})
+    return scores
+
+
+def base_system(label: str) -> str:
+    """The system whose encoder a row uses: +kd changes the training, not the model, and the kd
+    row is a scratch BiLSTM."""
+    label = label.removesuffix("+kd")
+    return "scratch" if label == "kd" else label
+
+
+def model_files(run: Path) -> dict[str, Path]:
+    """Each encoder's weights file: the bundled teacher, the run's model2vec and students. The
+    scratch and embeddings rows have the default student's architecture, so its size."""
+    from core.teacher import default_teacher
+
+    files = {"teacher": Path(default_teacher()) / "model.safetensors"}
+    static = sorted(run.glob("probe/*/model2vec/*/model.safetensors"))
+    static += sorted(run.glob("glue/*/model2vec/model2vec/*/model.safetensors"))
+    if static:
+        files["model2vec"] = static[0]
+    for path in sorted(run.glob("students/*/model.safetensors")):
+        files[f"student:{path.parent.name}"] = path
+    if "student:default" in files:
+        files["scratch"] = files["embeddings"] = files["student:default"]
+    return files
+
+
+def parameter_counts(path: Path) -> tuple[int, int]:
+    """(all parameters, of which the token table) from a safetensors header; the token table is
+    a lookup that costs no compute per token."""
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as weights:
+        shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    total = sum(math.prod(shape) for shape in shapes.values())
+    table = max((math.prod(shape) for key, shape in shapes.items()
+                 if "embed" in key and "position" not in key and len(shape) == 2), default=0)
+    return total, table
+
+
+def probe_speeds(run: Path) -> dict[str, float]:
+    """Sentences/s of every system, measured side by side by the probe run that measured most of
+    them (CoLA first: short single sentences)."""
+    best: dict[str, float] = {}
+    for path in sorted((run / "probe").glob("*/probe.json"), key=lambda p: p.parent.name != "CoLA"):
+        speeds = json.loads(path.read_text()).get("speed_sentences_per_s", {})
+        if len(speeds) > len(best):
+            best = {short_label(system): value for system, value in speeds.items()}
+    return best
+
+
+def average(scores: dict[str, float], tasks: list[str]) -> float | None:
+    """The mean over ``tasks``, or None when a task is missing (an average over fewer tasks is not
+    comparable)."""
+    if not tasks or any(task not in scores for task in tasks):
+        return None
+    return sum(scores[task] for task in tasks) / len(tasks)
+
+
+def above_floor_tasks(scores: dict[str, dict[str, float]], tasks: list[str],
+                      majority: dict[str, float]) -> list[str]:
+    """The tasks where some system beats the majority class; on the others (WNLI's adversarial dev
+    set) no score says anything about the systems."""
+    return [task for task in tasks if task not in majority
+            or any(row.get(task, float("-inf")) > majority[task] + 1e-9 for row in scores.values())]
+
+
+def fine_tuned_means(summary: dict) -> dict[str, dict[str, float]]:
+    return {system: {task: cell["score"]["mean"] for task, cell in result["tasks"].items()}
+            for system, result in summary.items()}
+
+
+def systems_table(run: Path, fine_tuned: dict[str, dict[str, float]], fine_tasks: list[str],
+                  probes: dict[str, dict[str, float]], probe_tasks: list[str],
+                  speeds: dict[str, float]) -> tuple[str, list[dict]]:
+    """Size and speed of every system beside its averages: systems.md's table and its rows."""
+    files = model_files(run)
+    single = list(SINGLE_SENTENCE)
+    labels = sorted(set(fine_tuned) | set(probes), key=system_order)
+    rows = []
+    for label in labels:
+        path, speed = files.get(base_system(label)), speeds.get(base_system(label))
+        total, table = parameter_counts(path) if path else (None, None)
+        rows.append({
+            "system": label, "parameters": total, "token_table": table,
+            "megabytes": path.stat().st_size / 1e6 if path else None,
+            "sentences_per_s": speed,
+            "x_teacher": speed / speeds["teacher"] if speed and speeds.get("teacher") else None,
+            "fine_tuned": average(fine_tuned.get(label, {}), fine_tasks),
+            "fine_tuned_single": average(fine_tuned.get(label, {}), single),
+            "probe": average(probes.get(label, {}), probe_tasks),
+        })
+
+    def cell(value, form):
+        return "–" if value is None else format(value, form)
+
+    lines = [f"| system | parameters | of which the token table | MB on disk | sentences/s | × teacher "
+             f"| fine-tuned ({', '.join(fine_tasks)}) | fine-tuned ({', '.join(single)}) "
+             f"| probe ({', '.join(probe_tasks)}) |", "|---" * 9 + "|"]
+    for row in rows:
+        lines.append(
+            f"| {row['system']} | {cell(row['parameters'] and row['parameters'] / 1e6, '.1f')}M "
+            f"| {cell(row['token_table'] and row['token_table'] / 1e6, '.1f')}M "
+            f"| {cell(row['megabytes'], '.0f')} | {cell(row['sentences_per_s'], ',.0f')} "
+            f"| {cell(row['x_teacher'], '.1f')} | {cell(row['fine_tuned'], '.1f')} "
+            f"| {cell(row['fine_tuned_single'], '.1f')} | {cell(row['probe'], '.1f')} |")
+    return "\n".join(lines) + "\n", rows
+
+
+def plot_quality_speed(rows: list[dict], fine_tasks: list[str], probe_tasks: list[str],
+                       majority: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    for axis, key, tasks, title in ((axes[0], "fine_tuned", fine_tasks, "fine-tuned"),
+                                    (axes[1], "probe", probe_tasks, "frozen probe")):
+        points = [r for r in rows if r[key] is not None and r["sentences_per_s"]]
+        for row in points:
+            kd = row["system"].endswith("+kd") or row["system"] == "kd"
+            axis.scatter(row["sentences_per_s"], row[key], marker="^" if kd else "o")
+            axis.annotate(row["system"], (row["sentences_per_s"], row[key]), fontsize=7,
+                          xytext=(4, 2), textcoords="offset points")
+        floor = average(majority, tasks)
+        if floor is not None:
+            axis.axhline(floor, color="grey", lw=0.8, ls=":", label="majority class")
+            axis.legend(fontsize=8)
+        axis.set(xscale="log", xlabel="sentences/s on 2 CPU cores (log)",
+                 ylabel=f"dev average × 100 ({', '.join(tasks)})", title=title)
+        axis.grid(alpha=0.3)
+    fig.suptitle("Quality against speed: teacher, model2vec and BiLSTMs (CPU, batch 64)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def targets_table(fine_tuned: dict[str, dict[str, float]], tasks: list[str],
+                  probes: dict[str, dict[str, float]], probe_tasks: list[str],
+                  majority: dict[str, float], speeds: dict[str, float],
+                  held_out_cosine: float | None) -> str:
+    """Issue 15's targets, each met or missed with the numbers that decide it."""
+    rows = []
+
+    def judge(target: str, numbers: str, met: bool | None) -> None:
+        rows.append(f"| {target} | {numbers} | {'–' if met is None else 'met' if met else '**missed**'} |")
+
+    student = fine_tuned.get("student:default", {})
+    scored = above_floor_tasks(fine_tuned, tasks, majority)
+    aside = [t for t in tasks if t not in scored]
+    for rival in ("scratch", "embeddings"):
+        other = fine_tuned.get(rival, {})
+        wins = [t for t in scored if t in student and t in other and student[t] > other[t]]
+        numbers = ", ".join(f"{t} {student[t]:.1f} vs {other[t]:.1f}" for t in scored
+                            if t in student and t in other)
+        judge(f"student > {rival} on every task" + (f" ({', '.join(aside)} aside: no system above "
+                                                     "the majority class)" if aside else ""),
+              numbers, len(wins) == len(scored) if student and other else None)
+    bilstm = {s: average(v, scored) for s, v in fine_tuned.items()
+              if s not in ("teacher", "model2vec") and average(v, scored) is not None}
+    if "student:default+kd" in bilstm:
+        best = max(bilstm, key=bilstm.get)
+        judge(f"student+kd best of the BiLSTM rows on average ({', '.join(scored)})",
+              ", ".join(f"{s} {v:.1f}" for s, v in sorted(bilstm.items(), key=lambda x: -x[1])),
+              best == "student:default+kd")
+    mine, static = average(student, scored), average(fine_tuned.get("model2vec", {}), scored)
+    judge("student > model2vec, fine-tuned average",
+          f"{mine:.1f} vs {static:.1f}" if None not in (mine, static) else "–",
+          mine > static if None not in (mine, static) else None)
+    probe_scored = above_floor_tasks(probes, probe_tasks, majority)
+    mine = average(probes.get("student:default", {}), probe_scored)
+    static = average(probes.get("model2vec", {}), probe_scored)
+    judge(f"student > model2vec, probe average ({', '.join(probe_scored)})",
+          f"{mine:.1f} vs {static:.1f}" if None not in (mine, static) else "–",
+          mine > static if None not in (mine, static) else None)
+    teacher = fine_tuned.get("teacher", {})
+    above = [t for t in tasks if t in teacher and teacher[t] > majority.get(t, float("-inf"))]
+    below = [t for t in tasks if t in teacher and t not in above]
+    mine, theirs = average(student, above), average(teacher, above)
+    judge("student >= 90% of the teacher, fine-tuned average"
+          + (f" ({', '.join(below)} excluded: the teacher is below the majority class)" if below else ""),
+          f"{mine:.1f} / {theirs:.1f} = {100 * mine / theirs:.1f}%" if None not in (mine, theirs) else "–",
+          mine >= 0.9 * theirs if None not in (mine, theirs) else None)
+    judge("held-out cosine >= 0.90",
+          "–" if held_out_cosine is None else f"{held_out_cosine:.3f}",
+          None if held_out_cosine is None else held_out_cosine >= 0.90)
+    ratio = (speeds["student:default"] / speeds["teacher"]
+             if speeds.get("student:default") and speeds.get("teacher") else None)
+    judge("default student >= 5x the teacher's CPU throughput",
+          "–" if ratio is None else f"{speeds['student:default']:,.0f} / {speeds['teacher']:,.0f} "
+          f"sentences/s = {ratio:.1f}x", None if ratio is None else ratio >= 5)
+    return "\n".join(["| target | numbers | |", "|---|---|---|", *rows]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue",
+                        help="GLUE data, for the majority-class floor (skipped when absent)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary, tasks = collect_glue(args.run, args.out)
@@ -268,9 +488,30 @@ def main() -> None:
                 (keep / file).write_text(json.dumps(relative(raw, args.run), indent=2) + "\n")
     if students:
         plot_sra_curves(students, args.out / "sra_curves.png")
-    probes = collect_probes(args.run, args.out)
+    probes, probe_tasks = collect_probes(args.run, args.out)
     if probes:
-        print(probes)
+        print((args.out / "probe.md").read_text())
+    all_tasks = [t for t in TASK_ORDER if t in tasks or t in probe_tasks]
+    majority = majority_scores(args.glue_dir, all_tasks) if args.glue_dir.is_dir() else {}
+    if majority:
+        text = ("| | " + " | ".join(majority) + " |\n" + "|---" * (len(majority) + 1) + "|\n"
+                + "| majority class | " + " | ".join(f"{v:.1f}" for v in majority.values()) + " |\n")
+        (args.out / "majority.md").write_text(text)
+        print(text)
+    fine_tuned = fine_tuned_means(summary)
+    if fine_tuned or probes:
+        speeds = probe_speeds(args.run)
+        fine_tasks = above_floor_tasks(fine_tuned, tasks, majority)
+        probe_scored = above_floor_tasks(probes, probe_tasks, majority)
+        table, rows = systems_table(args.run, fine_tuned, fine_tasks, probes, probe_scored, speeds)
+        (args.out / "systems.md").write_text(table)
+        plot_quality_speed(rows, fine_tasks, probe_scored, majority, args.out / "quality_speed.png")
+        summary_file = args.run / "students" / "default" / "training_summary.json"
+        cosine = (json.loads(summary_file.read_text())["final"]["val_cosine"]
+                  if summary_file.is_file() else None)
+        targets = targets_table(fine_tuned, tasks, probes, probe_tasks, majority, speeds, cosine)
+        (args.out / "targets.md").write_text(targets)
+        print(table, targets, sep="\n")
     if (args.run / "ablation").is_dir():
         table = ablation_table(args.run)
         (args.out / "ablation.md").write_text(table)

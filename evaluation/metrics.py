@@ -76,3 +76,18 @@ def glue_average(task_scores: dict[str, float]) -> float:
     if not task_scores:
         raise ValueError("no task scores to average")
     return float(np.mean(list(task_scores.values())))
+
+
+def majority_score(task: GlueTask, train_labels: np.ndarray, dev_labels: dict[str, np.ndarray]) -> float:
+    """The task score of always predicting the training set's most frequent class (its mean score
+    for a regression task): the floor a system must clear before its score says anything. WNLI's
+    dev set, for one, puts every GLUE system of its time at or below this floor."""
+    if task.regression:
+        constant = float(np.mean(train_labels))
+    else:
+        classes, counts = np.unique(train_labels, return_counts=True)
+        constant = classes[counts.argmax()]
+    metrics: dict[str, float] = {}
+    for suffix, labels in dev_labels.items():
+        metrics.update(split_metrics(task, labels, np.full(len(labels), constant), suffix))
+    return task_score(metrics)

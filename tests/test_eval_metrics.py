@@ -8,7 +8,13 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from data.glue import TASKS
-from evaluation.metrics import glue_average, predictions_from_outputs, split_metrics, task_score
+from evaluation.metrics import (
+    glue_average,
+    majority_score,
+    predictions_from_outputs,
+    split_metrics,
+    task_score,
+)
 
 Y = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1])
 P = np.array([1, 0, 0, 1, 0, 1, 1, 0, 1, 0])
@@ -51,3 +57,18 @@ def test_glue_average_by_hand():
     assert glue_average(scores) == pytest.approx((40 + 75 + 55 + 71) / 4)
     with pytest.raises(ValueError, match="no task scores to average"):
         glue_average({})
+
+
+def test_majority_score_by_hand():
+    train = np.array([1, 1, 1, 0])  # class 1 is the majority
+    dev = np.array([1, 0, 1, 1, 0])  # always 1: 3 of 5 right; tp 3, fp 2, fn 0
+    assert majority_score(TASKS["RTE"], train, {"": dev}) == pytest.approx(60.0)
+    assert majority_score(TASKS["MRPC"], train, {"": dev}) == pytest.approx((100 * 6 / 8 + 60) / 2)
+    assert majority_score(TASKS["CoLA"], train, {"": dev}) == 0.0  # a constant has no correlation
+    # WNLI's trap: the training majority (0) is the dev minority
+    assert majority_score(TASKS["WNLI"], np.array([0, 0, 1]), {"": dev}) == pytest.approx(40.0)
+    # MNLI: matched and mismatched form one task; class 2 is the majority
+    mnli = majority_score(TASKS["MNLI"], np.array([2, 2, 0]), {"m": np.array([2, 0]), "mm": np.array([2, 2])})
+    assert mnli == pytest.approx((50 + 100) / 2)
+    # STS-B: the training mean, constant, correlates with nothing
+    assert majority_score(TASKS["STS-B"], np.array([1.0, 3.0]), {"": np.array([0.5, 4.0, 2.0])}) == 0.0
