@@ -9,7 +9,8 @@ RUN/stage_seconds.tsv; writes into OUT, with RUN and the repository written as R
 - probe.md, probe/<TASK>/probe.json: every system's frozen-probe score per task;
 - glue_bars.png: the GLUE table as a bar chart with the seeds' spread;
 - sra_curves.png: training loss and held-out cosine of each student variant;
-- ablation.md: each lever's held-out agreement with the teacher at the same step budget;
+- ablation.md, ablation-probe/<TASK>/probe.json: each lever's agreement with the teacher at the
+  same step budget, held out and out of domain, and its frozen probes;
 - majority.md: the score of always predicting the training set's majority class, per task (from
   --glue-dir), the floor under every table;
 - systems.md, quality_speed.png: each system's size (parameters, of which frozen; MB on disk) and
@@ -241,14 +242,35 @@ def plot_sra_curves(students: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def ablation_table(run: Path) -> str:
-    lines = ["| variant | held-out cosine | held-out Spearman | MSE |", "|---|---|---|---|"]
+def ablation_table(run: Path, out: Path) -> str:
+    """Each lever's agreement with the teacher at the same step budget (held out and out of
+    domain) beside its frozen probes (RUN/ablation-probe/<TASK>/, when they ran)."""
+    probes: dict[str, dict[str, float]] = {}
+    tasks: list[str] = []
+    for path in sorted((run / "ablation-probe").glob("*/probe.json")):
+        data = json.loads(path.read_text())
+        for system, result in data["systems"].items():
+            for task, cell in result["tasks"].items():
+                probes.setdefault(Path(system.partition(":")[2]).name, {})[task] = cell["score"]["mean"]
+                tasks += [task] if task not in tasks else []
+        raw = out / "ablation-probe" / path.parent.name
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "probe.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
+    tasks = [t for t in TASK_ORDER if t in tasks]
+    lines = ["| variant | held-out cosine | held-out Spearman | OOD cosine | OOD Spearman | "
+             + "".join(f"{t} | " for t in tasks) + ("probe average |" if tasks else ""),
+             "|---" * (5 + len(tasks) + bool(tasks)) + "|"]
     paths = sorted((run / "ablation").glob("*/training_summary.json"),
                    key=lambda p: (p.parent.name != "default", p.parent.name))
     for path in paths:
-        final = json.loads(path.read_text())["final"]
-        lines.append(f"| {path.parent.name} | {final['val_cosine']:.4f} | "
-                     f"{final['val_spearman']:.4f} | {final['val_mse']:.6f} |")
+        final, name = json.loads(path.read_text())["final"], path.parent.name
+        cells = [final.get(key) for key in ("val_cosine", "val_spearman", "ood_cosine", "ood_spearman")]
+        row = [name, *("–" if c is None else f"{c:.3f}" for c in cells)]
+        row += [f"{probes[name][t]:.1f}" if t in probes.get(name, {}) else "–" for t in tasks]
+        if tasks:
+            mean = average(probes.get(name, {}), tasks)
+            row.append("–" if mean is None else f"{mean:.1f}")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -364,9 +386,12 @@ def systems_table(run: Path, fine_tuned: dict[str, dict[str, float]], fine_tasks
     def cell(value, form):
         return "–" if value is None else format(value, form)
 
+    def names(tasks: list[str]) -> str:
+        return ", ".join(tasks) or "no task above the majority class"
+
     lines = [f"| system | parameters | of which the token table | MB on disk | sentences/s | × teacher "
-             f"| fine-tuned ({', '.join(fine_tasks)}) | fine-tuned ({', '.join(single)}) "
-             f"| probe ({', '.join(probe_tasks)}) |", "|---" * 9 + "|"]
+             f"| fine-tuned ({names(fine_tasks)}) | fine-tuned ({names(single)}) "
+             f"| probe ({names(probe_tasks)}) |", "|---" * 9 + "|"]
     for row in rows:
         lines.append(
             f"| {row['system']} | {cell(row['parameters'] and row['parameters'] / 1e6, '.1f')}M "
@@ -426,7 +451,7 @@ def targets_table(fine_tuned: dict[str, dict[str, float]], tasks: list[str],
                             if t in student and t in other)
         judge(f"student > {rival} on every task" + (f" ({', '.join(aside)} aside: no system above "
                                                      "the majority class)" if aside else ""),
-              numbers, len(wins) == len(scored) if student and other else None)
+              numbers or "–", len(wins) == len(scored) if student and other and scored else None)
     bilstm = {s: average(v, scored) for s, v in fine_tuned.items()
               if s not in ("teacher", "model2vec") and average(v, scored) is not None}
     if "student:default+kd" in bilstm:
@@ -513,7 +538,7 @@ def main() -> None:
         (args.out / "targets.md").write_text(targets)
         print(table, targets, sep="\n")
     if (args.run / "ablation").is_dir():
-        table = ablation_table(args.run)
+        table = ablation_table(args.run, args.out)
         (args.out / "ablation.md").write_text(table)
         print(table)
     for name in ("speed.txt", "stage_seconds.tsv", "commits.txt"):

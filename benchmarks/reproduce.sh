@@ -3,7 +3,8 @@
 # once, train the default student and a smaller and a larger one from that shard directory, probe
 # every system frozen, fine-tune and score teacher / model2vec / scratch / embeddings-only / kd /
 # student / student+kd on the GLUE tasks that have train and dev sets, measure speed and size,
-# train the ablation of benchmarks/ablation.toml and collect everything into benchmarks/results/.
+# train and probe the ablation of benchmarks/ablation.toml and collect everything into
+# benchmarks/results/.
 # Resumable: rerun the same command after a crash and finished steps are skipped.
 #
 #   bash benchmarks/reproduce.sh                       # the full run (hours on 2 CPU cores)
@@ -110,6 +111,19 @@ done
 timed ablation "$PIPELINE" train-student --shards "$RUN/shards" --config "$ROOT/benchmarks/ablation.toml" \
     --variant all --out "$RUN/ablation" --resume --no-progress ${ABLATION_STEPS:+--max-steps "$ABLATION_STEPS"}
 
+# 6b. The ablation students' frozen probes: closer vectors are not always better features.
+#     (WNLI left out: every system's probe there is below the majority class)
+for task in $TASKS; do
+    [ "$task" = WNLI ] || [ -f "$RUN/ablation-probe/$task/probe.json" ] && continue
+    ablated=()
+    for student in "$RUN"/ablation/*/; do
+        [ -f "$student/model.safetensors" ] && ablated+=(--system "student:${student%/}")
+    done
+    timed "ablation-probe-$task" "$PIPELINE" glue-eval --probe --glue-dir "$DATA/glue" --tasks "$task" \
+        --out "$RUN/ablation-probe/$task" ${MAX_TRAIN:+--max-train-samples "$MAX_TRAIN"} "${ablated[@]}"
+done
+
 # 7. Tables and plots for benchmarks/RESULTS.md.
-python "$ROOT/benchmarks/collect_results.py" --run "$RUN" --out "${RESULTS:-$ROOT/benchmarks/results}"
+python "$ROOT/benchmarks/collect_results.py" --run "$RUN" --out "${RESULTS:-$ROOT/benchmarks/results}" \
+    --glue-dir "$DATA/glue"
 echo "done: results under $RUN (stage times in $RUN/stage_seconds.tsv)"

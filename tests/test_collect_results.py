@@ -88,3 +88,11 @@ def test_speed_is_relative_to_the_teacher(label, tmp_path):
     assert rows[0]["x_teacher"] == (1.0 if label == "teacher" else 8.0)
     assert rows[0]["fine_tuned"] == 50.0 and rows[0]["probe"] is None
     assert table.count("\n") == 3
+
+
+def test_no_verdict_without_a_task_above_the_floor():
+    fine_tuned = {"student:default": {"WNLI": 50.0}, "scratch": {"WNLI": 56.3}, "embeddings": {"WNLI": 40.0}}
+    lines = collect.targets_table(fine_tuned, ["WNLI"], {}, [], MAJORITY, {}, None).splitlines()
+    rivals = [line for line in lines if line.startswith("| student > scratch") or
+              line.startswith("| student > embeddings")]
+    assert len(rivals) == 2 and all(line.endswith("| – | – |") for line in rivals)
