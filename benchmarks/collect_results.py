@@ -446,12 +446,13 @@ def targets_table(fine_tuned: dict[str, dict[str, float]], tasks: list[str],
     aside = [t for t in tasks if t not in scored]
     for rival in ("scratch", "embeddings"):
         other = fine_tuned.get(rival, {})
-        wins = [t for t in scored if t in student and t in other and student[t] > other[t]]
-        numbers = ", ".join(f"{t} {student[t]:.1f} vs {other[t]:.1f}" for t in scored
-                            if t in student and t in other)
+        both = [t for t in scored if t in student and t in other]
+        numbers = ", ".join(f"{t} {student[t]:.1f} vs {other[t]:.1f}" for t in both)
+        # one loss decides; without one, every scored task must be there to call it met
+        lost = any(student[t] <= other[t] for t in both)
         judge(f"student > {rival} on every task" + (f" ({', '.join(aside)} aside: no system above "
                                                      "the majority class)" if aside else ""),
-              numbers or "–", len(wins) == len(scored) if student and other and scored else None)
+              numbers or "–", False if lost else True if both and len(both) == len(scored) else None)
     bilstm = {s: average(v, scored) for s, v in fine_tuned.items()
               if s not in ("teacher", "model2vec") and average(v, scored) is not None}
     if "student:default+kd" in bilstm:

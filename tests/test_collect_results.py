@@ -96,3 +96,13 @@ def test_no_verdict_without_a_task_above_the_floor():
     rivals = [line for line in lines if line.startswith("| student > scratch") or
               line.startswith("| student > embeddings")]
     assert len(rivals) == 2 and all(line.endswith("| – | – |") for line in rivals)
+
+
+def test_a_missing_task_leaves_the_verdict_open_unless_a_loss_decides_it():
+    fine_tuned = {"student:default": {"RTE": 56.0}, "scratch": {"RTE": 58.0, "CoLA": 5.0},
+                  "embeddings": {"RTE": 53.0, "CoLA": 9.0}}
+    lines = collect.targets_table(fine_tuned, ["CoLA", "RTE"], {}, [], MAJORITY, {}, None).splitlines()
+    scratch = next(line for line in lines if line.startswith("| student > scratch"))
+    embeddings = next(line for line in lines if line.startswith("| student > embeddings"))
+    assert scratch.endswith("| RTE 56.0 vs 58.0 | **missed** |")
+    assert embeddings.endswith("| RTE 56.0 vs 53.0 | – |")  # CoLA still to come
