@@ -455,11 +455,11 @@ def targets_table(fine_tuned: dict[str, dict[str, float]], tasks: list[str],
               numbers or "–", False if lost else True if both and len(both) == len(scored) else None)
     bilstm = {s: average(v, scored) for s, v in fine_tuned.items()
               if s not in ("teacher", "model2vec") and average(v, scored) is not None}
-    if "student:default+kd" in bilstm:
-        best = max(bilstm, key=bilstm.get)
-        judge(f"student+kd best of the BiLSTM rows on average ({', '.join(scored)})",
-              ", ".join(f"{s} {v:.1f}" for s, v in sorted(bilstm.items(), key=lambda x: -x[1])),
-              best == "student:default+kd")
+    complete = all(row in bilstm for row in ("scratch", "embeddings", "kd", "student:default",
+                                             "student:default+kd"))
+    judge(f"student+kd best of the BiLSTM rows on average ({', '.join(scored)})",
+          ", ".join(f"{s} {v:.1f}" for s, v in sorted(bilstm.items(), key=lambda x: -x[1])) or "–",
+          max(bilstm, key=bilstm.get) == "student:default+kd" if complete else None)
     mine, static = average(student, scored), average(fine_tuned.get("model2vec", {}), scored)
     judge("student > model2vec, fine-tuned average",
           f"{mine:.1f} vs {static:.1f}" if None not in (mine, static) else "–",
