@@ -19,8 +19,13 @@ RUN/stage_seconds.tsv; writes into OUT, with RUN and the repository written as R
 - speed.txt, stage_seconds.tsv, commits.txt (the code each part ran), students/<variant>/
   (metrics.jsonl, training_summary.json).
 
+With --update FILE.md, every block of FILE.md between `<!-- collected:NAME -->` and
+`<!-- /collected:NAME -->` is replaced by the collected table of that name (targets, glue, probe,
+majority, systems, ablation, stages), so the figures in benchmarks/RESULTS.md are the files', not
+copies typed by hand.
+
     python benchmarks/collect_results.py --run runs/reproduce --out benchmarks/results \
-        [--glue-dir ../shared/data/glue]
+        [--glue-dir ../shared/data/glue] [--update benchmarks/RESULTS.md]
 """
 
 from __future__ import annotations
@@ -489,12 +494,38 @@ def targets_table(fine_tuned: dict[str, dict[str, float]], tasks: list[str],
     return "\n".join(["| target | numbers | |", "|---|---|---|", *rows]) + "\n"
 
 
+def stages_table(path: Path) -> str:
+    """RUN/stage_seconds.tsv as a table (a stage killed before it finished has no line)."""
+    lines = ["| stage | seconds |", "|---|---|"]
+    for line in path.read_text().splitlines():
+        name, _, seconds = line.partition("\t")
+        lines.append(f"| {name} | {int(seconds):,} |")
+    return "\n".join(lines) + "\n"
+
+
+def update_blocks(markdown: Path, blocks: dict[str, str]) -> list[str]:
+    """Replace each `<!-- collected:NAME -->` ... `<!-- /collected:NAME -->` block of ``markdown``
+    with ``blocks[NAME]``; returns the names replaced."""
+    from core.io import atomic_write_bytes
+
+    text, done = markdown.read_text(encoding="utf-8"), []
+    for name, body in blocks.items():
+        tag = re.escape(name)
+        pattern = re.compile(rf"(<!-- collected:{tag} -->\n).*?(<!-- /collected:{tag} -->)", re.S)
+        text, count = pattern.subn(lambda m: m.group(1) + body.strip("\n") + "\n" + m.group(2), text)
+        done += [name] if count else []
+    atomic_write_bytes(markdown, text.encode("utf-8"))
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--glue-dir", type=Path, default=ROOT.parent / "shared" / "data" / "glue",
                         help="GLUE data, for the majority-class floor (skipped when absent)")
+    parser.add_argument("--update", type=Path, metavar="FILE.md",
+                        help="replace the <!-- collected:NAME --> blocks of this markdown file")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary, tasks = collect_glue(args.run, args.out)
@@ -546,6 +577,14 @@ def main() -> None:
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)
     print(f"written to {args.out}")
+    if args.update:
+        blocks = {name: (args.out / file).read_text() for name, file in (
+            ("targets", "targets.md"), ("glue", "glue/results.md"), ("probe", "probe.md"),
+            ("majority", "majority.md"), ("systems", "systems.md"), ("ablation", "ablation.md"))
+            if (args.out / file).is_file()}
+        if (args.run / "stage_seconds.tsv").is_file():
+            blocks["stages"] = stages_table(args.run / "stage_seconds.tsv")
+        print(f"{args.update}: replaced {', '.join(update_blocks(args.update, blocks)) or 'no block'}")
 
 
 if __name__ == "__main__":

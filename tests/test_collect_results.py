@@ -106,3 +106,18 @@ def test_a_missing_task_leaves_the_verdict_open_unless_a_loss_decides_it():
     embeddings = next(line for line in lines if line.startswith("| student > embeddings"))
     assert scratch.endswith("| RTE 56.0 vs 58.0 | **missed** |")
     assert embeddings.endswith("| RTE 56.0 vs 53.0 | – |")  # CoLA still to come
+
+
+def test_update_replaces_only_the_named_blocks(tmp_path):
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# R\n<!-- collected:probe -->\nold\n<!-- /collected:probe -->\nkept\n"
+                    "<!-- collected:glue -->\n<!-- /collected:glue -->\n")
+    assert collect.update_blocks(page, {"probe": "| a |\n", "systems": "x"}) == ["probe"]
+    assert page.read_text() == ("# R\n<!-- collected:probe -->\n| a |\n<!-- /collected:probe -->\nkept\n"
+                                "<!-- collected:glue -->\n<!-- /collected:glue -->\n")
+
+
+def test_stage_times_as_a_table(tmp_path):
+    tsv = tmp_path / "stage_seconds.tsv"
+    tsv.write_text("encode\t427\nglue-RTE-teacher\t1763\n")
+    assert collect.stages_table(tsv).splitlines()[2:] == ["| encode | 427 |", "| glue-RTE-teacher | 1,763 |"]
