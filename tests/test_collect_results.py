@@ -121,3 +121,15 @@ def test_stage_times_as_a_table(tmp_path):
     tsv = tmp_path / "stage_seconds.tsv"
     tsv.write_text("encode\t427\nglue-RTE-teacher\t1763\n")
     assert collect.stages_table(tsv).splitlines()[2:] == ["| encode | 427 |", "| glue-RTE-teacher | 1,763 |"]
+
+
+def test_verdicts_say_so_far_while_probed_tasks_await_fine_tuning():
+    fine_tuned = {"student:default": {"RTE": 56.0}, "scratch": {"RTE": 55.0}, "embeddings": {"RTE": 57.0},
+                  "model2vec": {"RTE": 54.0}}
+    lines = collect.targets_table(fine_tuned, ["RTE"], {}, ["CoLA", "RTE"], MAJORITY, {}, None).splitlines()
+    assert next(line for line in lines if line.startswith("| student > scratch")).endswith("| met so far |")
+    # a loss on a finished task cannot be undone
+    embeddings = next(line for line in lines if line.startswith("| student > embeddings"))
+    assert embeddings.endswith("| **missed** |")
+    assert next(line for line in lines if "model2vec, fine-tuned" in line).endswith("| met so far |")
+    assert lines[-1] == "Still to be fine-tuned: CoLA; a verdict marked so far may change."
