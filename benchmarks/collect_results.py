@@ -142,31 +142,37 @@ def system_order(label: str) -> tuple[int, str]:
     return (ORDER.index(label) if label in ORDER else len(ORDER), label)
 
 
-def collect_probes(run: Path, out: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """RUN/probe/<TASK>/probe.json (one --probe glue-eval per task) as one table, probe.md: every
-    system's frozen-probe score per task and the average over the tasks it has. Returns the table
-    (system -> task -> score) and the task order."""
+def read_probes(root: Path, run: Path, out: Path,
+                label=short_label) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Every ROOT/<TASK>/probe.json (one --probe glue-eval per task) as label(system) -> task ->
+    score, with the tasks in GLUE order; each file is kept in OUT/<ROOT's name>/<TASK>/ with
+    relative paths."""
     table: dict[str, dict[str, float]] = {}
     tasks = []
-    for path in sorted((run / "probe").glob("*/probe.json")):
+    for path in sorted(root.glob("*/probe.json")):
         data = json.loads(path.read_text())
         for system, result in data["systems"].items():
             for task, cell in result["tasks"].items():
-                table.setdefault(short_label(system), {})[task] = cell["score"]["mean"]
+                table.setdefault(label(system), {})[task] = cell["score"]["mean"]
                 tasks += [task] if task not in tasks else []
-        raw = out / "probe" / path.parent.name
+        raw = out / root.name / path.parent.name
         raw.mkdir(parents=True, exist_ok=True)
         (raw / "probe.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
+    return table, [t for t in TASK_ORDER if t in tasks]
+
+
+def collect_probes(run: Path, out: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """RUN/probe/<TASK>/probe.json as one table, probe.md: every system's frozen-probe score per
+    task and the average over them. Returns the table (system -> task -> score) and the tasks."""
+    table, order = read_probes(run / "probe", run, out)
     if not table:
         return {}, []
-    order = [t for t in TASK_ORDER if t in tasks]
     lines = ["| system | " + " | ".join(order) + " | average |", "|---" * (len(order) + 2) + "|"]
     for system in sorted(table, key=system_order):
         cells = [table[system].get(task) for task in order]
-        known = [c for c in cells if c is not None]
-        average = f"{sum(known) / len(known):.1f}" if len(known) == len(order) else "–"
+        mean = average(table[system], order)
         lines.append(f"| {system} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells)
-                     + f" | {average} |")
+                     + f" | {'–' if mean is None else f'{mean:.1f}'} |")
     (out / "probe.md").write_text("\n".join(lines) + "\n")
     return table, order
 
@@ -250,18 +256,8 @@ def plot_sra_curves(students: dict[str, list[dict]], path: Path) -> None:
 def ablation_table(run: Path, out: Path) -> str:
     """Each lever's agreement with the teacher at the same step budget (held out and out of
     domain) beside its frozen probes (RUN/ablation-probe/<TASK>/, when they ran)."""
-    probes: dict[str, dict[str, float]] = {}
-    tasks: list[str] = []
-    for path in sorted((run / "ablation-probe").glob("*/probe.json")):
-        data = json.loads(path.read_text())
-        for system, result in data["systems"].items():
-            for task, cell in result["tasks"].items():
-                probes.setdefault(Path(system.partition(":")[2]).name, {})[task] = cell["score"]["mean"]
-                tasks += [task] if task not in tasks else []
-        raw = out / "ablation-probe" / path.parent.name
-        raw.mkdir(parents=True, exist_ok=True)
-        (raw / "probe.json").write_text(json.dumps(relative(data, run), indent=2) + "\n")
-    tasks = [t for t in TASK_ORDER if t in tasks]
+    probes, tasks = read_probes(run / "ablation-probe", run, out,
+                                label=lambda system: Path(system.partition(":")[2]).name)
     lines = ["| variant | held-out cosine | held-out Spearman | OOD cosine | OOD Spearman | "
              + "".join(f"{t} | " for t in tasks) + ("probe average |" if tasks else ""),
              "|---" * (5 + len(tasks) + bool(tasks)) + "|"]
