@@ -531,6 +531,8 @@ def main() -> None:
     parser.add_argument("--update", type=Path, metavar="FILE.md",
                         help="replace the <!-- collected:NAME --> blocks of this markdown file")
     args = parser.parse_args()
+    if args.update and not args.update.is_file():
+        parser.error(f"--update: {args.update} is not a file")  # one line, exit 2
     args.out.mkdir(parents=True, exist_ok=True)
     summary, tasks = collect_glue(args.run, args.out)
     if summary:
