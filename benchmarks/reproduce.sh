@@ -73,10 +73,11 @@ for task in $TASKS; do
 done
 
 # 4. GLUE fine-tuning: one glue-eval per (task, system) into RUN/glue/<TASK>/<system>/, so a
-#    stopped run loses one system's runs at most. The teacher goes first: its fine-tuned weights
-#    (RUN/glue/<TASK>/teacher/finetuned-teacher) give the +kd systems their logits. Students train
-#    on the full training sets (MAX_TRAIN caps them for a smoke test); the teacher's rows are
-#    capped by TEACHER_MAX_TRAIN (pairs: TEACHER_PAIR_MAX_TRAIN), one seed, one rate.
+#    stopped run loses one (system, seed) run at most (--resume keeps the finished ones). The
+#    teacher goes first: its fine-tuned weights (RUN/glue/<TASK>/teacher/finetuned-teacher) give
+#    the +kd systems their logits. Students train on the full training sets (MAX_TRAIN caps them
+#    for a smoke test); the teacher's rows are capped by TEACHER_MAX_TRAIN (pairs:
+#    TEACHER_PAIR_MAX_TRAIN), one seed, one rate.
 #    The variants are scored on the single-sentence tasks only.
 slug() { local s=${1//$S\//}; s=${s//:/-}; echo "${s//+/-}"; }
 for task in $TASKS; do
@@ -89,7 +90,7 @@ for task in $TASKS; do
     esac
     epochs=$EPOCHS; [ "$task" = SST-2 ] && epochs=$EPOCHS_SST2
     common=(--glue-dir "$DATA/glue" --tasks "$task" --seeds "$SEEDS" --epochs "$epochs"
-            --grid-seeds "$GRID_SEEDS" ${MAX_TRAIN:+--max-train-samples "$MAX_TRAIN"})
+            --grid-seeds "$GRID_SEEDS" --resume ${MAX_TRAIN:+--max-train-samples "$MAX_TRAIN"})
     out=$RUN/glue/$task
     [ -f "$out/teacher/results.json" ] || timed "glue-$task-teacher" "$PIPELINE" glue-eval \
         "${common[@]}" --out "$out/teacher" --system teacher --teacher-seeds "$TEACHER_SEEDS" \

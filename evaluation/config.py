@@ -95,6 +95,7 @@ class EvalConfig:
     probe: bool = False  # frozen vectors + logistic regression instead of fine-tuning
     predict_test: bool = False
     zero_shot: bool = False  # only the STS-B zero-shot check, no fine-tuning
+    resume: bool = False  # keep the runs recorded under OUT/records/ whose inputs are unchanged
     device: str = "auto"
     command: str = ""
 

@@ -251,6 +251,11 @@ def run_log_path(out: Path, system_slug: str, task: str, seed: int) -> Path:
     return out / "logs" / system_slug / task / f"seed{seed}.jsonl"
 
 
+def run_record_path(out: Path, system_slug: str, task: str, seed: int) -> Path:
+    """Where one finished run's record goes (what ``glue-eval --resume`` keeps)."""
+    return out / "records" / system_slug / task / f"seed{seed}.json"
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:

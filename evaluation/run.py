@@ -4,7 +4,9 @@ For each task: read it, take the training subsets (the teacher's may be smaller)
 zero-shot check, compute the teacher's logits once if a ``+kd`` system needs them, then fine-tune
 each system with each seed over its learning-rate grid, keeping the dev-best rate
 (:func:`evaluation.finetune.finetune_grid`). Every run writes its epochs (all grid points) to
-``logs/<system>/<task>/seed<k>.jsonl``; after each task its runs go to ``runs.jsonl``. With
+``logs/<system>/<task>/seed<k>.jsonl`` and, once done, its record to
+``records/<system>/<task>/seed<k>.json`` (which ``--resume`` keeps while the run's inputs are
+unchanged); after each task its runs go to ``runs.jsonl``. With
 ``--probe`` the systems are not fine-tuned but probed (:mod:`evaluation.probe`). Last, every
 system's CPU speed is measured and ``pareto.png`` drawn.
 
@@ -16,6 +18,8 @@ Every run is seeded on its own, so the scores do not depend on the number of ran
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +31,19 @@ import torch
 from core.device import resolve_device
 from core.distributed import LONG_WAIT, DistContext, init_distributed
 from core.errors import UserError
+from core.io import atomic_write_json, fingerprint
+from core.teacher import teacher_spec
 from data.glue import GlueSplit, TaskData, load_task
 from evaluation.config import EvalConfig
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
 from evaluation.heads import TaskModel
-from evaluation.kd import TEACHER_SEED, seed0_teacher, teacher_logits
+from evaluation.kd import TEACHER_SEED, seed0_teacher, split_fingerprint, teacher_logits
 from evaluation.report import (
     PROBE_NAME,
     RESULTS_NAME,
     append_jsonl,
     run_log_path,
+    run_record_path,
     summarize,
     write_results,
     write_submission,
@@ -195,6 +202,13 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
     """Fine-tune one system on one task with one seed over its learning-rate grid (the dev-best
     rate kept), or at ``rate`` (lr, encoder_lr) when given; score dev, predict test if asked."""
     task = data.task
+    key = fingerprint(run_source(spec, data, train, targets, seed, config, rate))
+    record_path = run_record_path(config.out, spec.slug, task.name, seed)
+    kept = kept_record(record_path, key) if config.resume else None
+    if kept is not None:
+        _log(f"{task.name} {spec.label} seed {seed}: dev score {kept['score']:.2f} "
+             f"(kept from {record_path})")
+        return kept
     started = time.perf_counter()
     model, result, rates = fit_system(spec, data, train, targets, seed, config, device,
                                       run_log_path(config.out, spec.slug, task.name, seed), rate)
@@ -219,7 +233,53 @@ def run_one(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndar
     encoder = "" if rates["encoder_lr"] is None else f", encoder lr {rates['encoder_lr']:g}"
     _log(f"{task.name} {spec.label} seed {seed}: dev score {result.score:.2f} "
          f"(lr {rates['lr']:g}{encoder}, epoch {result.best_epoch}, {record['seconds']:.0f}s)")
+    # last, after its submissions: a record on disk means the whole run is done
+    atomic_write_json(record_path, {"fingerprint": key, "record": record})
     return record
+
+
+def run_source(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,
+               seed: int, config: EvalConfig, rate: tuple[float, float | None] | None) -> dict:
+    """What determines one run's record: the system's weights, the settings, the rates tried,
+    the data and (for +kd) the teacher's logits. Not the number of seeds or systems asked for."""
+    teacher = spec.kind == "teacher"
+    settings = {k: v for k, v in vars(config.train_settings(teacher, seed)).items()
+                if k not in ("lr", "encoder_lr") and (spec.kd or k != "kd_alpha")}
+    return {
+        "system": spec.label,
+        "weights": weights_stamp(spec, config),
+        "settings": settings,
+        "rates": list(rate) if rate is not None else config.grid(teacher),
+        "head_hidden": config.head_hidden,
+        "dropout": config.dropout,
+        "predict_test": config.predict_test,
+        "train": split_fingerprint(train),
+        "dev": {suffix: split_fingerprint(split) for suffix, split in data.dev.items()},
+        "targets": None if targets is None else hashlib.sha256(targets.tobytes()).hexdigest(),
+    }
+
+
+def weights_stamp(spec: SystemSpec, config: EvalConfig) -> object:
+    """The teacher's fingerprint for the systems built from it; a student directory's files
+    (name, size, modification time) for the others: retraining a student changes them."""
+    if spec.kind in ("teacher", "model2vec"):
+        return teacher_spec(config.teacher).teacher_fingerprint
+    if spec.path is None:  # scratch with the default architecture
+        return None
+    files = (spec.path / name for name in ("config.json", "model.safetensors"))
+    return [(file.name, stat.st_size, stat.st_mtime_ns) for file in files if file.is_file()
+            for stat in (file.stat(),)]
+
+
+def kept_record(path: Path, key: str) -> dict | None:
+    """The record a finished run left at ``path`` if it was made from the same inputs."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # absent or unreadable: the run is done again
+    if not isinstance(saved, dict) or saved.get("fingerprint") != key:
+        return None
+    return saved.get("record")
 
 
 def fit_system(spec: SystemSpec, data: TaskData, train: GlueSplit, targets: np.ndarray | None,

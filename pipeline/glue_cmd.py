@@ -87,11 +87,15 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Write GLUE-server submission files to OUT/submissions/<system>/seed<k>/.")
 @click.option("--zero-shot", is_flag=True,
               help="Only the STS-B zero-shot check (cosine Spearman), no fine-tuning.")
+@click.option("--resume", is_flag=True,
+              help="Keep every finished fine-tuning run recorded under OUT/records/ whose system "
+                   "weights, settings and data are unchanged, and train only the rest (rerun the "
+                   "same command after a stop).")
 @device_option(EvalConfig)
 def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
               kd_shard_rows, seeds, teacher_seeds, grid_seeds, epochs, patience, batch_size, lr_grid,
               teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
-              teacher_max_train_samples, probe, predict_test, zero_shot, device):
+              teacher_max_train_samples, probe, predict_test, zero_shot, resume, device):
     """Fine-tune and score students, baselines and the teacher on GLUE (dev sets).
 
     Bare, it scores every student under students/ against scratch, model2vec and the teacher,
@@ -108,7 +112,7 @@ def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teac
         teacher_lr_grid=parse_rates(teacher_lr_grid, "--teacher-lr-grid"),
         teacher_head_lr=teacher_head_lr, head_hidden=head_hidden, dropout=dropout,
         max_train_samples=max_train_samples, teacher_max_train_samples=teacher_max_train_samples,
-        probe=probe, predict_test=predict_test, zero_shot=zero_shot, device=device,
+        probe=probe, predict_test=predict_test, zero_shot=zero_shot, resume=resume, device=device,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_glue_eval(config)

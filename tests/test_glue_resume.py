@@ -1,0 +1,70 @@
+"""glue-eval --resume: finished runs are kept while their inputs are unchanged, the rest retrained."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from evaluation.run import weights_stamp
+from evaluation.systems import SystemSpec
+from tests.helpers import GLUE_FIXTURES, pipeline_main
+
+
+def scores(out):
+    return {(r["system"], r["seed"]): r["score"]
+            for r in map(json.loads, (out / "runs.jsonl").read_text().splitlines())}
+
+
+def test_resume_keeps_finished_runs_and_retrains_the_rest(tmp_path, tiny_teacher_dir, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "out"
+    common = ["glue-eval", "--glue-dir", GLUE_FIXTURES, "--tasks", "RTE", "--system", "scratch",
+              "--teacher", str(tiny_teacher_dir), "--epochs", "2", "--seeds", "2", "--grid-seeds",
+              "1", "--lr-grid", "3e-3,1e-4", "--head-hidden", "8", "--device", "cpu",
+              "--out", str(out)]
+    code, _, err = pipeline_main(capsys, monkeypatch, *common)
+    assert code == 0, err
+    first = scores(out)
+    records = out / "records" / "scratch" / "RTE"
+    assert sorted(p.name for p in records.iterdir()) == ["seed0.json", "seed1.json"]
+
+    # a stop after seed 0: its record stays, seed 1's is gone
+    (records / "seed1.json").unlink()
+    code, _, err = pipeline_main(capsys, monkeypatch, *common, "--resume")
+    assert code == 0, err
+    assert "RTE scratch seed 0: dev score" in err and "kept from" in err
+    assert err.count("kept from") == 1  # seed 1 trained again, at the rate seed 0 chose
+    assert scores(out) == first  # CPU runs are deterministic: the same table either way
+
+    # a changed setting keeps nothing; so does a damaged record
+    code, _, err = pipeline_main(capsys, monkeypatch, *common[:-2], "--out", str(out),
+                                 "--resume", "--head-hidden", "16")
+    assert code == 0, err
+    assert "kept from" not in err
+    (records / "seed0.json").write_text("{not json")
+    code, _, err = pipeline_main(capsys, monkeypatch, *common, "--resume", "--head-hidden", "16")
+    assert code == 0, err
+    assert err.count("kept from") == 1  # seed 1 only
+
+
+def test_without_resume_every_run_is_trained_again(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
+    common = ["glue-eval", "--glue-dir", GLUE_FIXTURES, "--tasks", "RTE", "--system", "scratch",
+              "--teacher", str(tiny_teacher_dir), "--epochs", "1", "--lr-grid", "1e-3",
+              "--head-hidden", "8", "--device", "cpu", "--out", str(tmp_path / "out")]
+    for _ in range(2):
+        code, _, err = pipeline_main(capsys, monkeypatch, *common)
+        assert code == 0, err
+        assert "kept from" not in err
+
+
+def test_a_retrained_student_changes_the_weights_stamp(tmp_path):
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text("{}")
+    (student / "model.safetensors").write_bytes(b"weights")
+    spec = SystemSpec(f"student:{student}", "student", student, kd=False)
+    before = weights_stamp(spec, config=None)
+    stat = (student / "model.safetensors").stat()
+    os.utime(student / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert weights_stamp(spec, config=None) != before
+    assert weights_stamp(SystemSpec("scratch", "scratch", None, kd=False), config=None) is None
