@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,12 @@ def test_targets_are_judged_on_the_numbers():
     assert "(WNLI excluded" in teacher_row and "43.0 / 50.0 = 86.0%" in teacher_row
     assert teacher_row.endswith("**missed** |")
     assert verdicts["held-out cosine >= 0.90"] == "met |"
+    # a teacher trained on fewer rows than the students: the verdict says so, the numbers say where
+    capped = collect.targets_table(fine_tuned, TASKS, probes, TASKS, MAJORITY, speeds, 0.91,
+                                   {"RTE": (1000, 2490), "WNLI": (635, 700)}).splitlines()
+    teacher_row = next(line for line in capped if line.startswith("| student >= 90%"))
+    assert "; the teacher trained on 1,000 of RTE's 2,490 rows |" in teacher_row  # WNLI excluded
+    assert teacher_row.endswith("**missed**, against a capped teacher |")
     speed_row = next(line for line in lines if "CPU throughput" in line)
     assert "= 4.0x" in speed_row and speed_row.endswith("**missed** |")
 
@@ -133,3 +140,17 @@ def test_verdicts_say_so_far_while_probed_tasks_await_fine_tuning():
     assert embeddings.endswith("| **missed** |")
     assert next(line for line in lines if "model2vec, fine-tuned" in line).endswith("| met so far |")
     assert lines[-1] == "Still to be fine-tuned: CoLA; a verdict marked so far may change."
+
+
+def test_teacher_caps_come_from_the_runs_training_rows(tmp_path):
+    def result(task, system, teacher_rows, available):
+        directory = tmp_path / "glue" / task / system
+        directory.mkdir(parents=True)
+        rows = {"available": available, "systems": available, "teacher": teacher_rows}
+        (directory / "results.json").write_text(json.dumps(
+            {"systems": [system], "train_rows": {task: rows}}))
+
+    result("RTE", "teacher", 1000, 2490)
+    result("WNLI", "teacher", 635, 635)  # every row: not capped
+    result("CoLA", "student-default", 4000, 8551)  # not the teacher's run
+    assert collect.teacher_caps(tmp_path) == {"RTE": (1000, 2490)}
