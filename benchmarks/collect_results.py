@@ -441,8 +441,8 @@ def teacher_caps(run: Path) -> dict[str, tuple[int, int]]:
         if "teacher" not in data["systems"]:
             continue
         for task, rows in data.get("train_rows", {}).items():
-            if rows.get("teacher", rows["systems"]) < rows.get("available", rows["systems"]):
-                caps[task] = (rows["teacher"], rows["available"])
+            if rows.get("teacher", rows["systems"]) < rows["systems"]:
+                caps[task] = (rows["teacher"], rows["systems"])
     return caps
 
 
