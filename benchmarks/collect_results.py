@@ -404,16 +404,23 @@ def systems_table(run: Path, fine_tuned: dict[str, dict[str, float]], fine_tasks
 
 
 def plot_quality_speed(rows: list[dict], fine_tasks: list[str], probe_tasks: list[str],
-                       majority: dict[str, float], path: Path) -> None:
+                       majority: dict[str, float], path: Path) -> dict[str, list[str]]:
+    """quality_speed.png: each system's averages against its speed, one panel per average.
+    Returns the systems drawn in each panel (by title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
-    for axis, key, tasks, title in ((axes[0], "fine_tuned", fine_tasks, "fine-tuned"),
-                                    (axes[1], "probe", probe_tasks, "frozen probe")):
+    # the middle panel: the single-sentence tasks, where the student sizes were fine-tuned too
+    panels = (("fine_tuned", fine_tasks, "fine-tuned"),
+              ("fine_tuned_single", list(SINGLE_SENTENCE), "fine-tuned, every student size"),
+              ("probe", probe_tasks, "frozen probe"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 4.5), sharex=True)
+    drawn = {}
+    for axis, (key, tasks, title) in zip(axes, panels, strict=True):
         points = [r for r in rows if r[key] is not None and r["sentences_per_s"]]
+        drawn[title] = [row["system"] for row in points]
         for row in points:
             kd = row["system"].endswith("+kd") or row["system"] == "kd"
             axis.scatter(row["sentences_per_s"], row[key], marker="^" if kd else "o")
@@ -430,6 +437,7 @@ def plot_quality_speed(rows: list[dict], fine_tasks: list[str], probe_tasks: lis
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return drawn
 
 
 def teacher_caps(run: Path) -> dict[str, tuple[int, int]]:

@@ -97,6 +97,17 @@ def test_speed_is_relative_to_the_teacher(label, tmp_path):
     assert table.count("\n") == 3
 
 
+def test_the_chart_draws_the_student_sizes_where_they_were_fine_tuned(tmp_path):
+    fine_tuned = {"student:default": {"CoLA": 12.0, "SST-2": 85.0, "RTE": 55.0},
+                  "student:small": {"CoLA": 11.0, "SST-2": 84.0}}
+    speeds = {"student:default": 2600.0, "student:small": 5100.0}
+    _, rows = collect.systems_table(tmp_path, fine_tuned, ["CoLA", "SST-2", "RTE"], {}, [], speeds)
+    path = tmp_path / "quality_speed.png"
+    drawn = collect.plot_quality_speed(rows, ["CoLA", "SST-2", "RTE"], [], MAJORITY, path)
+    assert list(drawn.values()) == [["student:default"], ["student:default", "student:small"], []]
+    assert path.stat().st_size > 0
+
+
 def test_no_verdict_without_a_task_above_the_floor():
     fine_tuned = {"student:default": {"WNLI": 50.0}, "scratch": {"WNLI": 56.3}, "embeddings": {"WNLI": 40.0}}
     lines = collect.targets_table(fine_tuned, ["WNLI"], {}, [], MAJORITY, {}, None).splitlines()
