@@ -11,17 +11,18 @@ import bz2
 import csv
 import gzip
 import hashlib
+import heapq
 import itertools
 import json
 import os
 import re
-import socket
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import blingfire
+import numpy as np
 
 from core.errors import UserError
 
@@ -61,6 +62,11 @@ class CorpusConfig:
     limit: int | None = None
     max_line_chars: int = 1_000_000
     dedupe: bool = True
+    # Files whose sentences are never kept (evaluation sets): every text field, normalised.
+    exclude: list[str] = field(default_factory=list)
+    # Interleave the --corpus sources in proportion to their size (else one after the other), so
+    # that every prefix of the sentence list (and of the shards) samples all of them.
+    mix_sources: bool = False
 
     def __post_init__(self) -> None:
         if self.min_words < 1 or self.max_words < self.min_words:
@@ -71,6 +77,10 @@ class CorpusConfig:
             raise UserError(f"--limit must be positive, got {self.limit}")
         if not self.sources:
             raise UserError("no corpus given")
+        if "wiki-hub" in self.sources and self.limit is None:
+            raise UserError("--corpus wiki-hub streams all of Wikipedia: bound it with --limit N")
+        if self.mix_sources and "wiki-hub" in self.sources:
+            raise UserError("--mix-sources needs files (their sizes set the mix), not wiki-hub")
 
 
 @dataclass
@@ -91,6 +101,7 @@ class CorpusStats:
     too_short: int = 0
     too_long: int = 0
     duplicates: int = 0
+    excluded: int = 0  # sentences of an --exclude file
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -106,27 +117,21 @@ def bundled_wiki_sample() -> Path:
     return path
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """True when the Hugging Face hub can be reached (and offline mode is not forced)."""
-    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "True"}:
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def resolve_sources(sources: list[str]) -> list[str]:
     """Expand ``wiki`` and directories into concrete, sorted sources (deterministic order)."""
-    resolved: list[str] = []
+    return [path for group in resolve_groups(sources) for path in group]
+
+
+def resolve_groups(sources: list[str]) -> list[list[str]]:
+    """The concrete sources of each ``--corpus`` argument: ``wiki`` (and ``wiki-sample``) is
+    the bundled sample dump on every machine, ``wiki-hub`` the hub stream (asked for by name
+    only), a directory its corpus files in sorted order."""
+    groups: list[list[str]] = []
     for source in sources:
-        if source == "wiki":
-            resolved.append("wiki-hub" if hub_reachable() else str(bundled_wiki_sample()))
-        elif source == "wiki-sample":
-            resolved.append(str(bundled_wiki_sample()))
+        if source in ("wiki", "wiki-sample"):
+            groups.append([str(bundled_wiki_sample())])
         elif source == "wiki-hub":
-            resolved.append(source)
+            groups.append([source])
         else:
             path = Path(source)
             if not path.exists():
@@ -135,10 +140,10 @@ def resolve_sources(sources: list[str]) -> list[str]:
                 files = sorted(p for p in path.rglob("*") if _is_corpus_file(p))
                 if not files:
                     raise UserError(f"corpus directory holds no corpus files: {source}")
-                resolved.extend(str(p) for p in files)
+                groups.append([str(p) for p in files])
             else:
-                resolved.append(str(path))
-    return resolved
+                groups.append([str(path)])
+    return groups
 
 
 def describe_sources(sources: list[str]) -> list[dict[str, object]]:
@@ -170,16 +175,67 @@ def split_sentences(paragraph: str) -> list[str]:
     return [s for s in blingfire.text_to_sentences(paragraph).split("\n") if s.strip()]
 
 
+class KeySet:
+    """Exact-duplicate memory in about 8 bytes a sentence (a 64-bit hash), whatever the corpus
+    size: a sorted uint64 array, plus a small set of recent keys merged into it when full."""
+
+    def __init__(self, keys: Iterable[int] = (), buffer: int = 1 << 18):
+        self._sorted = np.zeros(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+        self._buffer = buffer
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+    def __contains__(self, key: int) -> bool:
+        if key in self._recent:
+            return True
+        at = int(np.searchsorted(self._sorted, np.uint64(key)))
+        return at < len(self._sorted) and int(self._sorted[at]) == key
+
+    def add(self, key: int) -> None:
+        self._recent.add(key)
+        if len(self._recent) >= self._buffer:
+            recent = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            self._sorted = np.union1d(self._sorted, recent)
+            self._recent.clear()
+
+
+def sentence_key(sentence: str) -> int:
+    """The 64-bit hash that duplicates and exclusions are decided by."""
+    return int.from_bytes(hashlib.blake2b(sentence.encode(), digest_size=8).digest(), "little")
+
+
+def exclusion_keys(paths: list[str]) -> KeySet:
+    """Keys of every sentence of the given files (evaluation sets, never to be trained on).
+    Every text field counts: each cell of a .tsv/.csv row, each string of a .jsonl record or a
+    .parquet file, each line of any other file; normalised as corpus sentences are, both whole
+    and split into sentences."""
+    keys = KeySet()
+    for path in resolve_sources(paths):
+        reader = CorpusReader(CorpusConfig(sources=[path]))
+        for text in reader.fields(Path(path)):
+            for piece in [text, *split_sentences(text)]:
+                sentence = normalize_sentence(piece)
+                if sentence:
+                    keys.add(sentence_key(sentence))
+    return keys
+
+
 class CorpusReader:
     """Streams sentences from the configured sources; ``stats`` fills in as it goes."""
 
     def __init__(self, config: CorpusConfig):
         self.config = config
-        self.sources = resolve_sources(config.sources)
+        self.groups = resolve_groups(config.sources)
+        self.sources = [path for group in self.groups for path in group]
         self.stats = CorpusStats()
 
     def __iter__(self) -> Iterator[str]:
-        seen: set[bytes] = set()
+        seen = KeySet()
+        excluded = exclusion_keys(self.config.exclude) if self.config.exclude else KeySet()
         for paragraph in self._paragraphs():
             for raw in split_sentences(paragraph):
                 self.stats.sentences_seen += 1
@@ -191,8 +247,11 @@ class CorpusReader:
                 if n_words > self.config.max_words:
                     self.stats.too_long += 1
                     continue
+                key = sentence_key(sentence)
+                if key in excluded:
+                    self.stats.excluded += 1
+                    continue
                 if self.config.dedupe:
-                    key = hashlib.blake2b(sentence.encode(), digest_size=8).digest()
                     if key in seen:
                         self.stats.duplicates += 1
                         continue
@@ -204,7 +263,23 @@ class CorpusReader:
 
     # -- paragraphs -----------------------------------------------------------------------
     def _paragraphs(self) -> Iterator[str]:
-        for source in self.sources:
+        streams = [self._group_paragraphs(group) for group in self.groups]
+        if not self.config.mix_sources or len(streams) == 1:
+            yield from itertools.chain.from_iterable(streams)
+            return
+        # Take next from the source that is least far through its text (characters read over its
+        # size in bytes): a deterministic interleave that keeps the sources' proportions.
+        sizes = [max(sum(Path(p).stat().st_size for p in group), 1) for group in self.groups]
+        heap = [(0.0, index) for index in range(len(streams))]
+        while heap:
+            progress, index = heapq.heappop(heap)
+            paragraph = next(streams[index], None)
+            if paragraph is not None:
+                yield paragraph
+                heapq.heappush(heap, (progress + (len(paragraph) + 1) / sizes[index], index))
+
+    def _group_paragraphs(self, group: list[str]) -> Iterator[str]:
+        for source in group:
             self.stats.files += 1
             try:
                 yield from self._clean_lines(self._texts(source))
@@ -226,6 +301,31 @@ class CorpusReader:
         if path.suffix.lower() in TABLE_SUFFIXES:
             return self._table(path)
         return self._text_file(path)
+
+    def fields(self, path: Path) -> Iterator[str]:
+        """Every text field of a file, whatever its columns (``exclusion_keys``)."""
+        suffix = path.suffix.lower()
+        if suffix in TABLE_SUFFIXES:
+            delimiter = "\t" if suffix == ".tsv" else ","
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            lines = (line.lstrip("\ufeff") for line in self._decoded_lines(path))
+            for row in csv.reader(lines, delimiter=delimiter, quoting=quoting):
+                yield from row
+        elif suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
+            for line in self._decoded_lines(path):
+                try:
+                    yield from _strings(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            for column in table.columns:
+                yield from (v for v in column.to_pylist() if isinstance(v, str))
+        else:
+            for text in self._texts(str(path)):
+                yield from text.splitlines()
 
     def _clean_lines(self, texts: Iterator[str]) -> Iterator[str]:
         """Split documents into lines and drop empty, overlong and markup lines (counted)."""
@@ -385,3 +485,15 @@ class CorpusReader:
                 yield row[index]
             else:
                 self.stats.bad_records += 1
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)

@@ -335,7 +335,7 @@ def load_task_hub(name: str, with_test: bool = False) -> TaskData:
     except ImportError:
         raise UserError(
             "reading GLUE from the hub needs the `datasets` package "
-            "(pip install 'sra-distill[hub]'), or pass --glue-dir"
+            "(pip install datasets), or pass --glue-dir"
         ) from None
     try:
         dataset = datasets.load_dataset("nyu-mll/glue", task.hub_config)

@@ -12,8 +12,12 @@ The run has three steps, each resumable:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,10 +125,13 @@ class EncodeResult:
 
 
 # -- plan -----------------------------------------------------------------------------------
+PLAN_BATCH_ROWS = 65_536  # the plan is written in record batches: the corpus is never in memory
+
+
 def _resolved_corpus(config: EncodeConfig) -> CorpusConfig:
-    """The corpus with `wiki` (a network probe) and directories resolved once per run, so the
-    fingerprint and the reader see the same sources."""
-    return replace(config.corpus, sources=resolve_sources(config.corpus.sources))
+    """The corpus, after checking that its sources resolve (paths exist, directories hold files)."""
+    resolve_sources(config.corpus.sources)
+    return config.corpus
 
 
 def _resolve_or_refusal(config: EncodeConfig) -> tuple[CorpusConfig | None, str | None]:
@@ -136,10 +143,35 @@ def _resolve_or_refusal(config: EncodeConfig) -> tuple[CorpusConfig | None, str 
 
 
 def _corpus_key(corpus: CorpusConfig) -> dict:
-    """What determines the sentence list: the sources (paths, sizes, mtimes) and reader settings."""
+    """What determines the sentence list: the sources (paths, sizes, mtimes), the excluded files
+    (by content) and reader settings. Settings added later join the key only when set, so that
+    directories written before them still resume."""
     key = asdict(corpus)
-    key["sources"] = describe_sources(corpus.sources)
+    key["sources"] = describe_sources(resolve_sources(corpus.sources))
+    key.pop("exclude"), key.pop("mix_sources")
+    if corpus.exclude:
+        key["exclude"] = [{"source": os.path.abspath(path), "sha256": sha256_file(Path(path))}
+                          for path in resolve_sources(corpus.exclude)]
+    if corpus.mix_sources:
+        key["mix_sources"] = True
     return key
+
+
+class _StreamingFingerprint:
+    """``core.io.fingerprint`` of a list of strings, fed one string at a time."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256(b"[")
+        self._first = True
+
+    def add(self, text: str) -> None:
+        self._digest.update((json.dumps(text) if self._first else ", " + json.dumps(text)).encode())
+        self._first = False
+
+    def hexdigest(self) -> str:
+        digest = self._digest.copy()
+        digest.update(b"]")
+        return digest.hexdigest()[:16]
 
 
 def build_plan(corpus: CorpusConfig, work: Path, progress: bool, augment: int = 0,
@@ -155,31 +187,59 @@ def build_plan(corpus: CorpusConfig, work: Path, progress: bool, augment: int = 
     if plan_path.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("key_fingerprint") == key_fp:
-            with pa.memory_map(str(plan_path)) as source:
-                return pa.ipc.open_file(source).read_all(), info
+            return _read_plan(plan_path), info
     reader = CorpusReader(corpus)
-    texts = list(tqdm(reader, desc="reading corpus", unit=" sent", disable=not progress))
-    if not texts:
+    sentences = tqdm(reader, desc="reading corpus", unit=" sent", disable=not progress)
+    fingerprint_of = _StreamingFingerprint()
+    with atomic_output(plan_path) as tmp:
+        num_rows = _write_plan(tmp, _fingerprinted(sentences, fingerprint_of), augment, mask_token)
+    if not reader.stats.sentences_kept:
+        remove(plan_path)
         raise UserError(
             f"the corpus yielded no sentences ({_describe_drops(reader.stats.as_dict())})"
         )
-    rows, sources = augment_corpus(texts, augment, mask_token) if augment else (texts, None)
-    columns = {"id": pa.array(np.arange(len(rows), dtype=np.int64)), "text": pa.array(rows, pa.string())}
-    if sources is not None:
-        columns["source_id"] = pa.array(sources)
-    table = pa.table(columns)
-    with atomic_output(plan_path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
-            pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
     info = {
         "key_fingerprint": key_fp,
         "corpus": key,
         "stats": reader.stats.as_dict(),
-        "corpus_fingerprint": fingerprint(texts),
-        "num_rows": table.num_rows,
+        "corpus_fingerprint": fingerprint_of.hexdigest(),
+        "num_rows": num_rows,
     }
     atomic_write_json(info_path, info)
-    return table, info
+    return _read_plan(plan_path), info
+
+
+def _fingerprinted(texts: Iterator[str], fingerprint_of: _StreamingFingerprint) -> Iterator[str]:
+    for text in texts:
+        fingerprint_of.add(text)
+        yield text
+
+
+def _read_plan(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _write_plan(path: Path, texts: Iterator[str], augment: int, mask_token: str) -> int:
+    """Write (id, text[, source_id]) rows to an Arrow IPC file in record batches; the row count.
+    With ``augment`` the corpus is read whole first (augmentation is for small corpora)."""
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())]
+                       + ([("source_id", pa.int64())] if augment else []))
+    if augment:
+        rows, sources = augment_corpus(list(texts), augment, mask_token)
+        chunks = [(rows, sources)]
+    else:
+        chunks = ((chunk, None) for chunk in iter(lambda: list(itertools.islice(texts, PLAN_BATCH_ROWS)), []))
+    num_rows = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for rows, sources in chunks:
+            columns = [pa.array(np.arange(num_rows, num_rows + len(rows), dtype=np.int64)),
+                       pa.array(list(rows), pa.string())]
+            if sources is not None:
+                columns.append(pa.array(sources, pa.int64()))
+            writer.write_batch(pa.record_batch(columns, schema=schema))
+            num_rows += len(rows)
+    return num_rows
 
 
 def _drop_counts(stats: dict) -> str:

@@ -19,9 +19,16 @@ from pipeline.options import default, device_option, progress_option
 @click.command()
 @click.option("--corpus", "corpus", multiple=True, default=default(CorpusConfig, "sources"),
               show_default=True,
-              help="`wiki` (hub stream if reachable, else the bundled sample dump), `wiki-sample`, "
-                   "`wiki-hub`, or paths: a *pages-articles*.xml.bz2 dump, text, .jsonl, .parquet, "
-                   ".tsv/.csv files or directories. Repeatable.")
+              help="`wiki` (the bundled Wikipedia sample dump, on every machine), `wiki-hub` "
+                   "(English Wikipedia streamed from the hub; needs --limit), or paths: a "
+                   "*pages-articles*.xml.bz2 dump, text, .jsonl, .parquet, .tsv/.csv files or "
+                   "directories. Repeatable.")
+@click.option("--exclude", "exclude", multiple=True, type=click.Path(),
+              help="Files whose sentences are never encoded (evaluation sets: every text field of "
+                   "every row, normalised like corpus sentences); counted as `excluded`. Repeatable.")
+@click.option("--mix-sources", is_flag=True,
+              help="Interleave the --corpus sources in proportion to their size, so that every "
+                   "prefix of the shards samples all of them.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Shard directory.")
 @click.option("--teacher", default=None, help="HF model id or local directory "
               "[default: the bundled all-MiniLM-L6-v2].")
@@ -63,14 +70,16 @@ from pipeline.options import default, device_option, progress_option
                    "Tang et al. 2019); held-out splits keep a sentence and its variants together.")
 @progress_option(EncodeConfig)
 @click.option("--quiet", is_flag=True, help="No progress bar (the same as --no-progress).")
-def encode(corpus, out, teacher, pooling, layer, max_length, text_column, min_words, max_words,
-           limit, fmt, shard_size, dtype, batch_size, max_tokens, device, overwrite, ood,
+def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_length, text_column,
+           min_words, max_words, limit, fmt, shard_size, dtype, batch_size, max_tokens, device,
+           overwrite, ood,
            ood_text_column, ood_limit, augment, progress, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
         out=out,
         corpus=CorpusConfig(sources=list(corpus), text_column=text_column, min_words=min_words,
-                            max_words=max_words, limit=limit),
+                            max_words=max_words, limit=limit, exclude=list(exclude),
+                            mix_sources=mix_sources),
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
         device=device, overwrite=overwrite, progress=progress and not quiet,
@@ -98,7 +107,8 @@ def shards_info(directory: Path) -> None:
         f"corpus      {', '.join(str(s['source']) for s in m.corpus.get('sources', []))}",
         f"kept        {stats.get('sentences_kept', m.num_rows)} of {stats.get('sentences_seen', '?')}"
         f" sentences (short {stats.get('too_short', 0)}, long {stats.get('too_long', 0)}, "
-        f"duplicate {stats.get('duplicates', 0)}, markup lines {stats.get('markup_lines', 0)}, "
+        f"duplicate {stats.get('duplicates', 0)}, excluded {stats.get('excluded', 0)}, "
+        f"markup lines {stats.get('markup_lines', 0)}, "
         f"bad UTF-8 lines {stats.get('invalid_utf8_lines', 0)})",
         f"init        input embeddings, contextual "
         f"{'yes' if m.contextual_file else 'no (rerun the encode command to add it)'}",

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import UserError
-from data.corpus import CorpusConfig, CorpusReader, bundled_wiki_sample, normalize_sentence, split_sentences
+from data.corpus import (
+    CorpusConfig,
+    CorpusReader,
+    KeySet,
+    bundled_wiki_sample,
+    normalize_sentence,
+    resolve_sources,
+    sentence_key,
+    split_sentences,
+)
 
 PARAGRAPH = "The river is long. It flows into the sea near the old city. Many boats sail on it."
 
@@ -186,3 +195,68 @@ def test_reader_survives_arbitrary_bytes(tmp_path_factory, blob):
     sentences, stats = read([path], min_words=1)
     assert len(sentences) == stats.sentences_kept
     assert all(s and "\x00" not in s for s in sentences)
+
+
+# -- scale: exclusion, duplicates across sources, mixing, bounded memory ----------------------------
+def test_exclude_drops_every_text_field_of_the_given_files(tmp_path):
+    corpus = tmp_path / "wiki.txt"
+    corpus.write_text(f"{PARAGRAPH}\nThe old  king died in 1901. A quiet reign ended that year.\n")
+    dev = tmp_path / "dev.tsv"  # a GLUE-like file: the sentences sit in a column with no name given
+    dev.write_text("sentence1\tsentence2\tlabel\nThe river is long.\tThe old king died in 1901.\t1\n")
+    lines = tmp_path / "held.txt"
+    lines.write_text("Many boats sail on it. It flows into the sea near the old city.\n")
+    sentences, stats = read([corpus], exclude=[str(dev), str(lines)])
+    assert sentences == ["A quiet reign ended that year."]
+    assert stats.excluded == 4 and stats.sentences_kept == 1
+
+
+def test_exclude_changes_the_plan_fingerprint_by_content(tmp_path):
+    from pipeline.encode import _corpus_key
+
+    held = tmp_path / "held.txt"
+    held.write_text("The river is long.\n")
+    plain = CorpusConfig(sources=["wiki"])
+    with_exclude = CorpusConfig(sources=["wiki"], exclude=[str(held)])
+    assert "exclude" not in _corpus_key(plain) and "mix_sources" not in _corpus_key(plain)
+    before = _corpus_key(with_exclude)
+    held.write_text("The river is short.\n")
+    assert _corpus_key(with_exclude) != before
+
+
+def test_duplicates_are_dropped_across_sources(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(PARAGRAPH + "\n")
+    b.write_text("Many boats sail on it. A new sentence only here.\n")
+    sentences, stats = read([a, b])
+    assert sentences[-1] == "A new sentence only here." and len(sentences) == 4
+    assert stats.duplicates == 1
+
+
+def test_mix_sources_interleaves_in_proportion_to_size(tmp_path):
+    big, small = tmp_path / "big.txt", tmp_path / "small.txt"
+    big.write_text("".join(f"Big source sentence number {i} is here.\n" for i in range(300)))
+    small.write_text("".join(f"Small source line number {i} is here.\n" for i in range(100)))
+    mixed, _ = read([big, small], mix_sources=True)
+    chained, _ = read([big, small])
+    assert sorted(mixed) == sorted(chained) and mixed != chained
+    first = mixed[:40]  # every prefix samples both, about 3:1
+    assert 25 <= sum(s.startswith("Big") for s in first) <= 35
+    assert read([big, small], mix_sources=True)[0] == mixed  # deterministic
+
+
+def test_keyset_is_exact_across_merges():
+    keys = KeySet(buffer=4)
+    values = [sentence_key(f"sentence {i}") for i in range(50)]
+    for value in values[:25]:
+        keys.add(value)
+    assert len(keys) == 25 and all(v in keys for v in values[:25])
+    assert not any(v in keys for v in values[25:])
+
+
+def test_wiki_is_the_bundled_sample_and_the_hub_needs_a_limit():
+    assert resolve_sources(["wiki"]) == [str(bundled_wiki_sample())]
+    with pytest.raises(UserError, match="--limit"):
+        CorpusConfig(sources=["wiki-hub"])
+    CorpusConfig(sources=["wiki-hub"], limit=10)
+    with pytest.raises(UserError, match="--mix-sources"):
+        CorpusConfig(sources=["wiki-hub", "wiki"], limit=10, mix_sources=True)

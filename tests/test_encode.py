@@ -162,6 +162,36 @@ def test_cli_encode_and_shards_info(tmp_path, tiny_corpus_file, tiny_teacher_dir
     assert info.exit_code == 0 and "50 x 32 float16" in info.output
 
 
+def test_cli_exclude_never_encodes_evaluation_sentences(tmp_path, tiny_corpus_file, tiny_teacher_dir,
+                                                       tiny_sentences):
+    held = tmp_path / "dev.tsv"
+    held.write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in tiny_sentences[:7]))
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(cli, ["encode", "--corpus", str(tiny_corpus_file), "--out", str(out),
+                                 "--teacher", str(tiny_teacher_dir), "--exclude", str(held),
+                                 "--mix-sources", "--quiet"])
+    assert result.exit_code == 0, result.output
+    _, _, texts = read_rows(out)
+    assert texts == tiny_sentences[7:]
+    manifest = ShardDirectory(out).manifest
+    assert manifest.corpus["stats"]["excluded"] == 7
+    assert manifest.corpus["exclude"][0]["source"] == str(held)
+    info = runner.invoke(cli, ["shards-info", str(out)])
+    assert "excluded 7" in info.output
+
+
+def test_streamed_plan_fingerprint_equals_the_list_fingerprint():
+    from core.io import fingerprint
+    from pipeline.encode import _StreamingFingerprint
+
+    for texts in ([], ["a"], ["x \"quoted\" é", "second", "third"]):
+        streamed = _StreamingFingerprint()
+        for text in texts:
+            streamed.add(text)
+        assert streamed.hexdigest() == fingerprint(texts)
+
+
 ENCODE_REFUSALS = [
     (["--corpus", "/no/such/file.txt"], "corpus path not found"),
     (["--teacher", "/no/such/teacher"], "cannot load teacher"),
