@@ -66,6 +66,9 @@ def _weights(ctx, param, value: str | None) -> list[float] | None:
               help="Fraction of sentences held out (by hashed id).")
 @click.option("--val-size", type=int, default=_default("val_size"),
               help="Held-out sentences scored at each evaluation.")
+@click.option("--train-rows", type=int, default=None,
+              help="Train on the first N training rows only (nested subsets share the held-out "
+                   "sentences, which are drawn from all rows) [default: all].")
 @click.option("--shuffle-buffer", type=int, default=_default("shuffle_buffer"),
               help="Rows mixed across shard boundaries by the shuffle buffer.")
 @click.option("--eval-every", type=int, default=_default("eval_every"),

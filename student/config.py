@@ -113,6 +113,10 @@ class TrainConfig:
     # Data.
     heldout: float = 0.02
     val_size: int = 1000
+    # Train on the first N training rows only (a nested subset for scaling studies); the held-out
+    # split is still drawn from every row, so the subsets of one directory share their held-out
+    # sentences and never train on them.
+    train_rows: int | None = None
     shuffle_buffer: int = 20000
     # Bookkeeping.
     eval_every: int = 500
@@ -142,7 +146,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be positive")
-        for name in ("max_steps", "stop_after"):
+        for name in ("max_steps", "stop_after", "train_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")

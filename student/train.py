@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import shutil
 import sys
 import time
@@ -120,6 +121,11 @@ class Trainer:
                                    self.corpus.source_ids)
         if len(self.split.train) == 0:
             raise UserError("no training rows left after the held-out split; lower --heldout")
+        if config.train_rows is not None:
+            if config.train_rows > len(self.split.train):
+                raise UserError(f"--train-rows {config.train_rows} exceeds the "
+                                f"{len(self.split.train)} training rows of the shards")
+            self.split.train = self.split.train[: config.train_rows]  # ascending: a prefix
         per_epoch = batches_per_epoch(len(self.split.train), config.batch_size)
         self.total_steps = config.max_steps or config.epochs * per_epoch
         self.warmup = (config.warmup_steps if config.warmup_steps is not None
@@ -377,6 +383,8 @@ class Trainer:
             "teacher_fingerprint": self.corpus.manifest.teacher_fingerprint,
             "train_rows": int(len(self.split.train)),
             "validation_rows": int(len(self.split.validation)),
+            # this process's peak resident memory (Linux reports KiB): flat in corpus size?
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "student": self.student_config.to_dict(),
             "train": self.config.to_dict(),
         }

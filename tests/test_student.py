@@ -172,6 +172,18 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_sh
                       if k not in ("sent_per_s", "data_wait")} for line in resumed]
 
 
+def test_train_rows_trains_on_a_prefix_with_the_same_heldout_sentences(tmp_path, tiny_shards):
+    full = run_train_student(tiny_train(tiny_shards, tmp_path / "full", max_steps=2))
+    part = run_train_student(tiny_train(tiny_shards, tmp_path / "part", max_steps=2, train_rows=50))
+    summaries = [json.loads((tmp_path / name / "training_summary.json").read_text())
+                 for name in ("full", "part")]
+    assert summaries[1]["train_rows"] == 50 < summaries[0]["train_rows"]
+    assert summaries[0]["validation_rows"] == summaries[1]["validation_rows"] > 0
+    assert full.metrics != part.metrics
+    with pytest.raises(UserError, match="exceeds the"):
+        run_train_student(tiny_train(tiny_shards, tmp_path / "over", train_rows=10_000))
+
+
 def test_resume_refuses_changed_settings(tmp_path, tiny_shards):
     out = tmp_path / "run"
     run_train_student(tiny_train(tiny_shards, out, stop_after=2))
