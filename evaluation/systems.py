@@ -37,6 +37,7 @@ from evaluation.backbones import Backbone, StudentBackbone, TeacherBackbone
 from evaluation.config import EvalConfig
 from evaluation.finetune import FinetuneResult
 from evaluation.heads import TaskHead, TaskModel
+from student.pretrained import student_path
 
 KINDS = ("student", "scratch", "embeddings", "model2vec", "teacher")
 NEEDS_DIR = ("student", "embeddings")
@@ -78,9 +79,10 @@ def parse_system(text: str) -> SystemSpec:
         raise UserError(f"bad --system {text!r}: {kind} takes no directory (it is built from --teacher)")
     if kind in NEEDS_DIR and not path:
         raise UserError(f"bad --system {text!r}: {kind} needs a student directory ({kind}:DIR)")
-    if path and not Path(path).is_dir():
+    directory = student_path(path) if path else None  # a shipped student's short name too
+    if directory is not None and not directory.is_dir():
         raise UserError(f"--system {text!r}: {path} is not a directory")
-    return SystemSpec(label, kind, Path(path) if path else None, kd)
+    return SystemSpec(label, kind, directory, kd)
 
 
 def resolve_systems(texts: list[str]) -> list[SystemSpec]:

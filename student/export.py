@@ -35,6 +35,7 @@ from student.onnx import (
     OnnxStudent,
     is_onnx_student,
 )
+from student.pretrained import student_path
 from student.tokenization import TOKENIZER_FILE
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class ExportConfig:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        student = Path(self.student)
+        student = Path(self.student)  # a shipped student's short name: ./NAME.onnx
         return student.with_name(student.name + ".onnx")
 
 
@@ -240,7 +241,7 @@ def run_export(config: ExportConfig) -> ExportResult:
 
     from student.sentence import load_student
 
-    source = Path(config.student)
+    source = student_path(config.student)  # a shipped student by its short name too
     if is_onnx_student(source):
         raise UserError(f"{source}: already an ONNX export; give the torch student directory")
     if not source.is_dir():

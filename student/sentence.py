@@ -17,6 +17,7 @@ from core.io import atomic_output, atomic_write_json
 from student.batching import encode_sorted, token_ids
 from student.config import StudentConfig
 from student.model import StudentEncoder
+from student.pretrained import student_path
 from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suffix_length
 
 WEIGHTS_NAME = "model.safetensors"
@@ -84,22 +85,25 @@ class SentenceStudent:
             self.model.train(was_training)
 
     # -- persistence ------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """config.json + model.safetensors + tokenizer.json + sentence-transformers files."""
+    def save(self, directory: str | Path, half: bool = False) -> None:
+        """config.json + model.safetensors + tokenizer.json + sentence-transformers files;
+        ``half`` stores the weights in float16 (half the size; loading casts them back)."""
         directory = Path(directory)
-        self.save_module(directory)
+        self.save_module(directory, half)
         modules = [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_CLASS}]
         atomic_write_json(directory / "modules.json", modules)
         st_config = {"model_type": "SentenceTransformer", "prompts": {},
                      "default_prompt_name": None, "similarity_fn_name": "cosine"}
         atomic_write_json(directory / "config_sentence_transformers.json", st_config)
 
-    def save_module(self, directory: str | Path) -> None:
+    def save_module(self, directory: str | Path, half: bool = False) -> None:
         """The student's own files (what the sentence-transformers module saves too)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        dtype = torch.float16 if half else None
+        state = {k: v.detach().cpu().to(dtype=dtype or v.dtype).contiguous()
+                 for k, v in self.model.state_dict().items()}
         with atomic_output(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp))
         with atomic_output(directory / TOKENIZER_FILE) as tmp:
@@ -107,7 +111,7 @@ class SentenceStudent:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:
-        directory = Path(directory)
+        directory = student_path(directory)  # a shipped student by its short name too
         config = StudentConfig.load(directory)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
@@ -124,5 +128,6 @@ class SentenceStudent:
 
 
 def load_student(directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:
-    """Load a saved student directory (config.json, model.safetensors, tokenizer.json)."""
+    """Load a saved student directory (config.json, model.safetensors, tokenizer.json), or a
+    shipped student by its short name (``student.pretrained``)."""
     return SentenceStudent.load(directory, device)
