@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# SRA at scale: one encoding of Wikipedia sentences mixed from several sources (every GLUE file
+# excluded, GLUE dev sentences as the out-of-domain set), students trained for one pass over nested
+# prefixes of it (the same held-out and out-of-domain sentences for all), each probed frozen on
+# CoLA, SST-2, MRPC and RTE; benchmarks/scale_summary.py collects the figures.
+# Every step is resumable: rerun the same command after a crash or a stop and finished work is kept.
+#
+#   bash benchmarks/scale_study.sh encode                # both cores (torchrun, one thread a rank)
+#   bash benchmarks/scale_study.sh train 300000          # one lane (one thread)
+#   bash benchmarks/scale_study.sh train 1000000 NAME OPTIONS...  # a recipe: NAME and its options,
+#       e.g. train 1000000 trained-emb --train-embeddings
+#   bash benchmarks/scale_study.sh probe 300000 [NAME]
+#   python benchmarks/scale_summary.py --run $RUN        # summary.json, scaling.png
+#
+# CORPORA holds the files extracted by ../shared/corpora/extract.py (enwiki-a/b/c.txt); LIMIT is the
+# number of sentences encoded (train-rows prefixes of it are the study's sizes).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${DATA:-$ROOT/../shared/data}
+CORPORA=${CORPORA:-$ROOT/../corpora}
+RUN=${RUN:-$ROOT/runs/scale}
+LIMIT=${LIMIT:-1050000}
+SOURCES=${SOURCES:-enwiki-a enwiki-b enwiki-c}
+EPOCHS=${EPOCHS:-1}
+TASKS=${TASKS:-CoLA SST-2 MRPC RTE}
+PIPELINE=${PIPELINE:-$ROOT/.venv/bin/pipeline}
+TORCHRUN=${TORCHRUN:-$ROOT/.venv/bin/torchrun}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+
+mkdir -p "$RUN"
+echo "$(date -u +%FT%TZ) $* $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/commits.txt"
+timed() {  # timed NAME THREADS COMMAND...: append "NAME wall user sys threads" to stage_seconds.tsv
+    local name=$1 threads=$2 times; shift 2
+    times=$(mktemp)
+    { TIMEFORMAT="%R %U %S"; time "$@" 2>&3; } 3>&2 2>"$times"
+    printf '%s\t%s\t%s\n' "$name" "$(tr ' ' '\t' < "$times")" "$threads" >> "$RUN/stage_seconds.tsv"
+    rm -f "$times"
+}
+
+step=${1:?usage: scale_study.sh encode | train SIZE [NAME OPTIONS...] | probe SIZE [NAME]}
+case $step in
+encode)
+    [ -f "$RUN/shards/manifest.json" ] && { echo "encoded: $RUN/shards"; exit 0; }
+    args=()
+    for source in $SOURCES; do args+=(--corpus "$CORPORA/$source.txt"); done
+    for file in "$DATA"/glue/*/*.tsv; do args+=(--exclude "$file"); done
+    for dev in SST-2 CoLA RTE MRPC; do args+=(--ood-corpus "$DATA/glue/$dev/dev.tsv"); done
+    timed encode 2 "$TORCHRUN" --standalone --nproc-per-node 2 -m pipeline encode --out "$RUN/shards" \
+        --quiet --mix-sources --limit "$LIMIT" "${args[@]}" \
+        --ood-text-column 'sentence,sentence1,#1 String,3' ${ENCODE_OPTIONS:-}
+    ;;
+train)
+    size=${2:?train SIZE}; name=${3:-default}; shift $(( $# < 3 ? $# : 3 ))
+    out=$RUN/students/$name-$size  # NAME's options (the recipe) follow it: train 1000000 hidden512 --hidden 512
+    [ -f "$out/training_summary.json" ] && { echo "trained: $out"; exit 0; }
+    resume=(); [ -f "$out/checkpoint.pt" ] && resume=(--resume)
+    timed "train-$name-$size" 1 "$PIPELINE" train-student --shards "$RUN/shards" --out "$out" \
+        --train-rows "$size" --epochs "$EPOCHS" --no-progress "${resume[@]}" "$@"
+    ;;
+probe)
+    size=${2:?probe SIZE}; name=${3:-default}
+    for task in $TASKS; do
+        out=$RUN/probe/$name-$size/$task
+        [ -f "$out/probe.json" ] && continue
+        timed "probe-$name-$size-$task" 1 "$PIPELINE" glue-eval --probe --glue-dir "$DATA/glue" \
+            --tasks "$task" --out "$out" --system "student:$RUN/students/$name-$size"
+    done
+    ;;
+*) echo "error: unknown step $step" >&2; exit 2 ;;
+esac

@@ -1,0 +1,162 @@
+"""Collect the scaling study (benchmarks/scale_study.sh) into benchmarks/results/scale/.
+
+Reads RUN/students/<NAME>-<SIZE>/training_summary.json (held-out and out-of-domain cosine),
+RUN/probe/<NAME>-<SIZE>/<TASK>/probe.json (frozen probes), RUN/stage_seconds.tsv (wall, user and
+system seconds of every step) and RUN/shards/manifest.json; writes summary.json (the figures of the
+default recipe by size), scale.md (every student: sizes and recipes) and scaling.png.
+
+A point's CPU hours are its training's user+system time, its probes', and its share of the encode
+(the encode's CPU time times the rows it trained on over the rows encoded).
+
+    python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale]
+        [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+TASKS = ["CoLA", "SST-2", "MRPC", "RTE"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_cpu_seconds(run: Path) -> dict[str, float]:
+    """Stage name -> user + system seconds, summed over its parts (a resumed step has several)."""
+    seconds: dict[str, float] = {}
+    path = run / "stage_seconds.tsv"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        name, _wall, user, system, *_ = line.split("\t")
+        seconds[name] = seconds.get(name, 0.0) + float(user) + float(system)
+    return seconds
+
+
+def probe_scores(directory: Path) -> dict[str, float]:
+    """Task -> frozen-probe score of the one system probed in DIRECTORY/<TASK>/probe.json."""
+    scores = {}
+    for path in sorted(directory.glob("*/probe.json")):
+        for result in json.loads(path.read_text())["systems"].values():
+            for task, cell in result["tasks"].items():
+                scores[task] = cell["score"]["mean"]
+    return scores
+
+
+def students(run: Path) -> list[dict]:
+    """Every finished student of the run: name, size, agreement, probes, CPU hours."""
+    stages = stage_cpu_seconds(run)
+    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    encode_cpu = stages.get("encode", 0.0)
+    rows = []
+    for path in sorted((run / "students").glob("*/training_summary.json")):
+        match = re.fullmatch(r"(.+)-(\d+)", path.parent.name)
+        if not match:
+            continue
+        name, size = match.group(1), int(match.group(2))
+        summary = json.loads(path.read_text())
+        probes = probe_scores(run / "probe" / path.parent.name)
+        train_cpu = stages.get(f"train-{name}-{size}", 0.0)
+        probe_cpu = sum(v for k, v in stages.items() if k.startswith(f"probe-{name}-{size}-"))
+        encode_share = encode_cpu * summary["train_rows"] / manifest["num_rows"]
+        rows.append({
+            "name": name, "size": size, "train_rows": summary["train_rows"],
+            "steps": summary["steps"],
+            "heldout_cosine": summary["final"]["val_cosine"],
+            "ood_cosine": summary["final"].get("ood_cosine"),
+            "probes": probes,
+            "probe_avg": (sum(probes[t] for t in TASKS) / len(TASKS)
+                          if all(t in probes for t in TASKS) else None),
+            "train_cpu_hours": train_cpu / 3600,
+            "cpu_hours": (encode_share + train_cpu + probe_cpu) / 3600,
+            "peak_rss_mb": summary.get("peak_rss_mb"),
+        })
+    return sorted(rows, key=lambda r: (r["name"] != "default", r["name"], r["size"]))
+
+
+def glue_rows(glue: Path | None) -> dict:
+    """``{"student": {TASK: [mean, std]}, "scratch": ...}`` from a glue-eval results.json."""
+    if glue is None or not (glue / "results.json").is_file():
+        return {}
+    data = json.loads((glue / "results.json").read_text())
+    table: dict[str, dict[str, list[float]]] = {}
+    for system, result in data["systems"].items():
+        label = system.split(":", 1)[0]
+        for task, cell in result["tasks"].items():
+            if task in TASKS:
+                table.setdefault(label, {})[task] = [cell["score"]["mean"], cell["score"]["std"]]
+    return table
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    lines = ["| recipe | sentences | steps | held-out cosine | OOD cosine | "
+             + " | ".join(TASKS) + " | probe avg | CPU h |",
+             "|---" * (len(TASKS) + 7) + "|"]
+    for r in rows:
+        probes = [f"{r['probes'][t]:.1f}" if t in r["probes"] else "–" for t in TASKS]
+        avg = "–" if r["probe_avg"] is None else f"{r['probe_avg']:.1f}"
+        lines.append(f"| {r['name']} | {r['train_rows']:,} | {r['steps']:,} | {r['heldout_cosine']:.3f} | "
+                     f"{r['ood_cosine']:.3f} | " + " | ".join(probes) + f" | {avg} | {r['cpu_hours']:.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(series: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["train_rows"] for r in series]
+    fig, (agree, probe) = plt.subplots(1, 2, figsize=(10, 4))
+    agree.plot(sizes, [r["heldout_cosine"] for r in series], "o-", label="held-out Wikipedia")
+    agree.plot(sizes, [r["ood_cosine"] for r in series], "s-", label="out of domain (GLUE dev)")
+    agree.axhline(0.90, ls=":", c="C0", lw=1)
+    agree.axhline(0.85, ls=":", c="C1", lw=1)
+    agree.set(xscale="log", xlabel="training sentences (one pass)", ylabel="cosine to the teacher",
+              title="Agreement with the teacher")
+    agree.legend()
+    points = [(r["train_rows"], r["probe_avg"]) for r in series if r["probe_avg"] is not None]
+    if points:
+        probe.plot(*zip(*points), "o-", c="C2")
+    probe.set(xscale="log", xlabel="training sentences (one pass)",
+              ylabel="probe average (CoLA, SST-2, MRPC, RTE)", title="Frozen probes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale")
+    parser.add_argument("--encode-json", type=Path, default=None,
+                        help="benchmarks/encode_throughput.py --json output (speed and fidelity)")
+    parser.add_argument("--glue", type=Path, default=None, help="a glue-eval output directory")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = students(args.run)
+    series = [r for r in rows if r["name"] == "default"]
+    encode = json.loads(args.encode_json.read_text()) if args.encode_json else {}
+    summary = {
+        "sizes": [r["train_rows"] for r in series],
+        "heldout_cosine": [r["heldout_cosine"] for r in series],
+        "ood_cosine": [r["ood_cosine"] for r in series],
+        "probe_avg": [r["probe_avg"] for r in series],
+        "cpu_hours": [r["cpu_hours"] for r in series],
+        "glue": glue_rows(args.glue),
+        "encode_vs_st": encode.get("onnx_vs_st"),
+        "encode_min_cosine": encode.get("onnx_min_cosine"),
+        "students": rows,
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_table(rows, args.out / "scale.md")
+    if series:
+        plot(series, args.out / "scaling.png")
+    for name in ("stage_seconds.tsv", "commits.txt"):
+        if (args.run / name).is_file():
+            shutil.copy(args.run / name, args.out / name)
+    print((args.out / "scale.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
