@@ -54,6 +54,7 @@ from core.io import (
     sha256_file,
 )
 from core.teacher import LAST_LAYER, Teacher
+from core.teacher_onnx import check_backend
 from data.augment import augment_corpus
 from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
 
@@ -76,8 +77,12 @@ class EncodeConfig:
     shard_size: int = 20_000
     dtype: str = "float16"
     batch_size: int = 64
-    max_tokens: int = 16_384
+    # token budget of a batch; None: the teacher's default for the device (512 on CPU, where small
+    # batches run faster per token, 16384 on GPU; benchmarks/encode_throughput.py)
+    max_tokens: int | None = None
     device: str = "auto"
+    # what runs the teacher: "auto" = onnx on CPU (same vectors, faster), torch on CUDA
+    teacher_backend: str = "auto"
     overwrite: bool = False
     progress: bool = True
     command: str = ""
@@ -98,8 +103,9 @@ class EncodeConfig:
             raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.augment < 0:
             raise UserError(f"--augment must be 0 or more, got {self.augment}")
+        check_backend(self.teacher_backend)
         for name in ("shard_size", "batch_size", "max_tokens", "ood_limit"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
 
@@ -284,7 +290,7 @@ def _run_locked(config: EncodeConfig, ctx: DistContext, teacher: Teacher | None 
     started = time.perf_counter()
     out, work = config.out, config.out / WORK_DIR
     teacher = teacher or Teacher(config.teacher, config.pooling, config.layer, config.max_length,
-                                 ctx.device(config.device))
+                                 ctx.device(config.device), backend=config.teacher_backend)
     # Rank 0 resolves the sources (`wiki` is a network probe) and every rank uses its answer.
     corpus, refusal = ctx.broadcast(_resolve_or_refusal(config) if ctx.is_main else None)
     if refusal is not None:
@@ -394,6 +400,8 @@ def _write_final_manifest(config: EncodeConfig, teacher: Teacher, settings_fp: s
         augment=augment,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         encode_seconds=round(time.perf_counter() - started, 2),
+        # information only: both backends make the same vectors, so it is not in the settings
+        extra={"teacher_backend": teacher.backend},
     )
     write_manifest(config.out, manifest)
 

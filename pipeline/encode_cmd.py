@@ -11,6 +11,7 @@ import click
 from cache_tools.format import DTYPES, FORMATS
 from cache_tools.manifest import read_manifest
 from core.teacher import POOLINGS
+from core.teacher_onnx import BACKENDS
 from data.corpus import CorpusConfig
 from pipeline.encode import EncodeConfig, run_encode
 from pipeline.options import default, device_option, progress_option
@@ -54,9 +55,15 @@ from pipeline.options import default, device_option, progress_option
               show_default=True, help="Stored vector precision.")
 @click.option("--batch-size", type=int, default=default(EncodeConfig, "batch_size"), show_default=True,
               help="Max sentences per teacher batch.")
-@click.option("--max-tokens", type=int, default=default(EncodeConfig, "max_tokens"), show_default=True,
-              help="Token budget per batch (batch size x padded length).")
+@click.option("--max-tokens", type=int, default=None,
+              help="Token budget per batch (batch size x padded length) [default: 512 on CPU, "
+                   "16384 on GPU].")
 @device_option(EncodeConfig)
+@click.option("--teacher-backend", type=click.Choice(BACKENDS),
+              default=default(EncodeConfig, "teacher_backend"), show_default=True,
+              help="What runs the teacher: onnx (an fp32 ONNX graph on onnxruntime, CPU only: the same "
+                   "vectors, faster; exported once per teacher into $SRA_CACHE, default "
+                   "~/.cache/sra-distill), torch, or auto: onnx on CPU, torch on CUDA.")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other settings.")
 @click.option("--ood-corpus", "ood", multiple=True,
               help="Out-of-domain sentences (e.g. GLUE dev files), read like --corpus and encoded into "
@@ -72,7 +79,7 @@ from pipeline.options import default, device_option, progress_option
 @click.option("--quiet", is_flag=True, help="No progress bar (the same as --no-progress).")
 def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_length, text_column,
            min_words, max_words, limit, fmt, shard_size, dtype, batch_size, max_tokens, device,
-           overwrite, ood,
+           teacher_backend, overwrite, ood,
            ood_text_column, ood_limit, augment, progress, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
@@ -82,7 +89,7 @@ def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_lengt
                             mix_sources=mix_sources),
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
-        device=device, overwrite=overwrite, progress=progress and not quiet,
+        device=device, teacher_backend=teacher_backend, overwrite=overwrite, progress=progress and not quiet,
         ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit, augment=augment,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )

@@ -18,6 +18,14 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def onnx_teacher_cache(tmp_path_factory):
+    """The teachers' ONNX graphs (core.teacher_onnx) go to a session folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SRA_CACHE", str(tmp_path_factory.mktemp("sra_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) with its tokenizer, saved once per session."""

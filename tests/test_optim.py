@@ -259,7 +259,7 @@ def test_a_failed_best_save_keeps_the_previous_best(tmp_path, tiny_shards, monke
     before = {p.name: p.read_bytes() for p in best.iterdir()}
     assert "model.safetensors" in before
 
-    def half_then_fail(self, directory):
+    def half_then_fail(self, directory, half=False):
         (directory / "model.safetensors").write_bytes(b"half")
         raise OSError("disk full")
 

@@ -230,8 +230,10 @@ def test_non_finite_teacher_vectors_are_never_stored(value, message, tmp_path, t
         return vectors
 
     monkeypatch.setattr(Teacher, "embed", embed)
+    # one teacher batch a shard (64 sentences), so the second call is shard 1's
     code, _, err = pipeline_main(capsys, monkeypatch,
-                                 *_encode_args(tiny_corpus_file, tiny_teacher_dir, out))
+                                 *_encode_args(tiny_corpus_file, tiny_teacher_dir, out),
+                                 "--max-tokens", "16384")
     assert_one_line_error(code, err, "train-00001-of-00004.arrow: NaN or Inf teacher vectors for 1 "
                           "of 64 sentences (first id", message)
     assert sorted(_rows(out)) == [0] and not (out / MANIFEST_NAME).exists()
