@@ -109,6 +109,7 @@ def shards_info(directory: Path) -> None:
         f"teacher     {m.teacher} (weights sha256 {m.teacher_fingerprint[:12]})",
         f"pooling     {m.pooling}, layer {m.layer}, normalize {m.normalize}, max_length "
         f"{m.max_length}",
+        f"backend     {m.extra.get('teacher_backend', 'torch (written before backends existed)')}",
         f"vectors     {m.num_rows} x {m.dim} {m.dtype}, {m.num_tokens} tokens",
         f"shards      {len(m.shards)} x {m.format}, {m.num_bytes / 1e6:.1f} MB",
         f"corpus      {', '.join(str(s['source']) for s in m.corpus.get('sources', []))}",
