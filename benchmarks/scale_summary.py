@@ -101,7 +101,8 @@ def write_table(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(series: list[dict], path: Path) -> None:
+def plot(series: list[dict], others: list[dict], path: Path) -> None:
+    """The default recipe's curve by size; other recipes as single labelled points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,14 +116,39 @@ def plot(series: list[dict], path: Path) -> None:
     agree.axhline(0.85, ls=":", c="C1", lw=1)
     agree.set(xscale="log", xlabel="training sentences (one pass)", ylabel="cosine to the teacher",
               title="Agreement with the teacher")
-    agree.legend()
     points = [(r["train_rows"], r["probe_avg"]) for r in series if r["probe_avg"] is not None]
     if points:
-        probe.plot(*zip(*points), "o-", c="C2")
+        probe.plot(*zip(*points), "o-", c="C2", label="default")
+    for i, r in enumerate(others):
+        agree.plot([r["train_rows"]] * 2, [r["heldout_cosine"], r["ood_cosine"]], "*", ms=11,
+                   c=f"C{i + 3}", label=f"{r['name']} (held out, OOD)")
+        if r["probe_avg"] is not None:
+            probe.plot([r["train_rows"]], [r["probe_avg"]], "*", ms=11, c=f"C{i + 3}", label=r["name"])
+    agree.legend(fontsize=8)
+    values = [v for _, v in points] + [r["probe_avg"] for r in others if r["probe_avg"] is not None]
+    if values:  # a span of at least 6 points, so that seed noise does not look like a trend
+        middle = (max(values) + min(values)) / 2
+        half = max(3.0, (max(values) - min(values)) / 2 + 0.5)
+        probe.set_ylim(middle - half, middle + half)
     probe.set(xscale="log", xlabel="training sentences (one pass)",
               ylabel="probe average (CoLA, SST-2, MRPC, RTE)", title="Frozen probes")
+    probe.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def keep_raw(run: Path, out: Path) -> None:
+    """The small raw files behind every figure: each student's training_summary.json and
+    metrics.jsonl, each probe.json (the weights and shards stay in RUN)."""
+    for r in students(run):
+        label = f"{r['name']}-{r['size']}"
+        target = out / "students" / label
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("training_summary.json", "metrics.jsonl"):
+            shutil.copy(run / "students" / label / name, target / name)
+        for probe in sorted((run / "probe" / label).glob("*/probe.json")):
+            (target / "probe").mkdir(exist_ok=True)
+            shutil.copy(probe, target / "probe" / f"{probe.parent.name}.json")
 
 
 def main() -> None:
@@ -151,10 +177,11 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_table(rows, args.out / "scale.md")
     if series:
-        plot(series, args.out / "scaling.png")
+        plot(series, [r for r in rows if r["name"] != "default"], args.out / "scaling.png")
     for name in ("stage_seconds.tsv", "commits.txt"):
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)
+    keep_raw(args.run, args.out)
     print((args.out / "scale.md").read_text())
 
 
