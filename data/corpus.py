@@ -306,10 +306,7 @@ class CorpusReader:
         """Every text field of a file, whatever its columns (``exclusion_keys``)."""
         suffix = path.suffix.lower()
         if suffix in TABLE_SUFFIXES:
-            delimiter = "\t" if suffix == ".tsv" else ","
-            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-            lines = (line.lstrip("\ufeff") for line in self._decoded_lines(path))
-            for row in csv.reader(lines, delimiter=delimiter, quoting=quoting):
+            for row in self._csv_rows(path):
                 yield from row
         elif suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
             for line in self._decoded_lines(path):
@@ -458,15 +455,19 @@ class CorpusReader:
                 else:
                     self.stats.bad_records += 1
 
-    def _table(self, path: Path) -> Iterator[str]:
-        if self.config.text_column is None:
-            raise UserError(f"{path}: a .tsv/.csv corpus needs --text-column (a name or 0-based index)")
-        columns = self._columns()
+    def _csv_rows(self, path: Path) -> Iterator[list[str]]:
+        """The rows of a .tsv/.csv file (a leading BOM dropped)."""
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         # Wikipedia-derived TSVs contain unbalanced quotes: read them with quoting off.
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         lines = (line.lstrip("\ufeff") for line in self._decoded_lines(path))
-        rows = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        return csv.reader(lines, delimiter=delimiter, quoting=quoting)
+
+    def _table(self, path: Path) -> Iterator[str]:
+        if self.config.text_column is None:
+            raise UserError(f"{path}: a .tsv/.csv corpus needs --text-column (a name or 0-based index)")
+        columns = self._columns()
+        rows = self._csv_rows(path)
         first = next(rows, None)
         if first is None:
             return
