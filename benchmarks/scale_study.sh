@@ -10,6 +10,9 @@
 #   bash benchmarks/scale_study.sh train 1000000 NAME OPTIONS...  # a recipe: NAME and its options,
 #       e.g. train 1000000 trained-emb --train-embeddings
 #   bash benchmarks/scale_study.sh probe 300000 [NAME]
+#   bash benchmarks/scale_study.sh glue NAME SYSTEM     # fine-tuned, the second edition's protocol:
+#       e.g. glue wiki600k student:sra-bilstm-minilm-wiki600k   (full training sets, rate grid
+#       searched by seed 0, 3 seeds, 3 epochs and 1 on SST-2) into RUN/glue/TASK/NAME
 #   python benchmarks/scale_summary.py --run $RUN        # summary.json, scaling.png
 #
 # CORPORA holds the files extracted by ../shared/corpora/extract.py (enwiki-a/b/c.txt); LIMIT is the
@@ -37,7 +40,7 @@ timed() {  # timed NAME THREADS COMMAND...: append "NAME wall user sys threads" 
     rm -f "$times"
 }
 
-step=${1:?usage: scale_study.sh encode | train SIZE [NAME OPTIONS...] | probe SIZE [NAME]}
+step=${1:?usage: scale_study.sh encode | train SIZE [NAME OPTIONS...] | probe SIZE [NAME] | glue NAME SYSTEM}
 case $step in
 encode)
     [ -f "$RUN/shards/manifest.json" ] && { echo "encoded: $RUN/shards"; exit 0; }
@@ -64,6 +67,16 @@ probe)
         [ -f "$out/probe.json" ] && continue
         timed "probe-$name-$size-$task" 1 "$PIPELINE" glue-eval --probe --glue-dir "$DATA/glue" \
             --tasks "$task" --out "$out" --system "student:$RUN/students/$name-$size"
+    done
+    ;;
+glue)
+    name=${2:?glue NAME SYSTEM}; system=${3:?glue NAME SYSTEM}
+    for task in $TASKS; do
+        out=$RUN/glue/$task/$name
+        [ -f "$out/results.json" ] && continue
+        epochs=3; [ "$task" = SST-2 ] && epochs=1  # 67k rows: one pass is 2,100 steps
+        timed "glue-$task-$name" 1 "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
+            --out "$out" --system "$system" --seeds 3 --grid-seeds 1 --epochs "$epochs" --resume
     done
     ;;
 *) echo "error: unknown step $step" >&2; exit 2 ;;
