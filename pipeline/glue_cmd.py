@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from core.errors import UserError
-from evaluation.config import BASELINES, EvalConfig, parse_rates
+from evaluation.config import EvalConfig
 from evaluation.run import run_glue_eval
+from evaluation.systems import BASELINES
 from pipeline.options import default, device_option, rates_text
 
 
@@ -108,8 +109,7 @@ def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teac
         glue_dir=glue_dir, teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha,
         kd_shard_rows=kd_shard_rows, seeds=seeds, teacher_seeds=teacher_seeds,
         grid_seeds=grid_seeds, epochs=epochs,
-        patience=patience, batch_size=batch_size, lr_grid=parse_rates(lr_grid, "--lr-grid"),
-        teacher_lr_grid=parse_rates(teacher_lr_grid, "--teacher-lr-grid"),
+        patience=patience, batch_size=batch_size, lr_grid=lr_grid, teacher_lr_grid=teacher_lr_grid,
         teacher_head_lr=teacher_head_lr, head_hidden=head_hidden, dropout=dropout,
         max_train_samples=max_train_samples, teacher_max_train_samples=teacher_max_train_samples,
         probe=probe, predict_test=predict_test, zero_shot=zero_shot, resume=resume, device=device,

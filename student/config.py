@@ -9,12 +9,12 @@ from typing import Any
 
 from core.errors import UserError
 from core.io import atomic_write_json, read_json_object
+from student.directory import CONFIG_NAME
 
 POOLINGS = ("max", "mean", "last")
 # contextual: each token through the teacher alone (encode writes the matrix); teacher: the
 # teacher's input word embeddings; random: an ablation.
 INIT_EMBEDDINGS = ("contextual", "teacher", "random")
-CONFIG_NAME = "config.json"
 
 
 @dataclass

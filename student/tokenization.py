@@ -77,20 +77,3 @@ def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int, suffix: int):
     if isinstance(ids, np.ndarray):
         return np.concatenate([head, tail])
     return list(head) + list(tail)
-
-
-def pad_ids(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Padded ids (B, T) int64 and lengths (B,) int64 as numpy arrays (T >= 1)."""
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    ids = np.full((len(rows), max(int(lengths.max(initial=0)), 1)), pad_id, dtype=np.int64)
-    for row, tokens in enumerate(rows):
-        ids[row, : len(tokens)] = tokens
-    return ids, lengths
-
-
-def pad_batch(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int):
-    """Padded ids (B, T) int64 and lengths (B,) int64 for a list of id sequences, as torch tensors."""
-    import torch
-
-    ids, lengths = pad_ids(rows, pad_id)
-    return torch.from_numpy(ids), torch.from_numpy(lengths)

@@ -63,7 +63,7 @@ def tiny_shards(tmp_path_factory, tiny_teacher_dir, tiny_corpus_file) -> Path:
     """A complete shard directory: the 200 tiny sentences encoded by the tiny teacher
     (4 Arrow shards of 64 rows or fewer, float16). Treat it as read-only."""
     from data.corpus import CorpusConfig
-    from pipeline.encode import EncodeConfig, run_encode
+    from encoding import EncodeConfig, run_encode
 
     out = tmp_path_factory.mktemp("tiny_shards")
     run_encode(EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),

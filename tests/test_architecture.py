@@ -9,8 +9,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# bottom to top; the same list as docs/ARCHITECTURE.md
-FLOORS = ["core", "cache_tools", "data", "student", "evaluation", "pipeline"]
+# bottom to top; the same list as docs/ARCHITECTURE.md. encoding (stage one) sits just below the
+# CLI, so that stages two and three cannot import it: the stages talk only through files.
+FLOORS = ["core", "cache_tools", "data", "student", "evaluation", "encoding", "pipeline"]
+# pipeline/ is the CLI alone: command modules and their shared plumbing, no stage's engine
+PIPELINE_MODULES = {"cli.py", "options.py", "__init__.py", "__main__.py"}
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:
@@ -42,6 +45,14 @@ def upward_imports() -> list[str]:
 def test_every_package_is_on_a_floor():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
     assert packages == set(FLOORS), "a new package needs its floor here and in docs/ARCHITECTURE.md"
+
+
+def test_pipeline_holds_only_the_cli():
+    engines = sorted(path.name for path in (ROOT / "pipeline").glob("*.py")
+                     if path.name not in PIPELINE_MODULES and not path.name.endswith("_cmd.py"))
+    subpackages = sorted(path.name for path in (ROOT / "pipeline").iterdir()
+                         if path.is_dir() and path.name != "__pycache__")
+    assert engines + subpackages == [], "a stage's engine belongs in its own package, not pipeline/"
 
 
 def test_imports_point_down_only():

@@ -10,7 +10,7 @@ from cache_tools.reader import ShardDirectory
 from cache_tools.verify import verify_directory
 from data.augment import augment_corpus, augment_sentence
 from data.corpus import CorpusConfig
-from pipeline.encode import EncodeConfig, run_encode
+from encoding import EncodeConfig, run_encode
 from student.data import ShardCorpus, heldout_split
 from tests.helpers import copy_shards
 
@@ -42,7 +42,7 @@ def test_variants_mask_drop_and_cut_words_of_their_sentence():
 def test_augmented_shards_carry_sources_and_split_by_them(augmented, tiny_sentences):
     shards = ShardDirectory(augmented)
     manifest = shards.manifest
-    assert manifest.num_rows == 3 * len(tiny_sentences) and manifest.augment["variants"] == 2
+    assert manifest.num_rows == 3 * len(tiny_sentences) and manifest.augment.variants == 2
     texts = [t for i in range(len(manifest.shards)) for t in shards.read(i, with_text=True).texts]
     sources = shards.source_ids()
     assert [texts[s] for s in sources[::3]] == tiny_sentences

@@ -17,6 +17,7 @@ from core.teacher import Teacher, TeacherSpec, teacher_spec
 from data.glue import load_task
 from evaluation import kd
 from evaluation.config import EvalConfig
+from evaluation.finetuned_teacher import FINETUNED_DIR
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 CPU = torch.device("cpu")
@@ -78,7 +79,7 @@ def test_kd_cache_manifest_has_its_own_kind_and_real_teacher_fields(tmp_path, ti
     assert verify_directory(cache).num_rows == len(data.train)  # no tokenizer/matrices asked for
     assert manifest.dim == 2  # the logits', not the teacher's hidden size
     assert manifest.pooling == "mean" and manifest.tokenizer_fingerprint  # no placeholders
-    finetuned = config.out / kd.FINETUNED_DIR / "MRPC"
+    finetuned = config.out / FINETUNED_DIR / "MRPC"
     record = json.loads((finetuned / "glue_model.json").read_text())
     # the cache names the fine-tuned weights, as their own record does
     assert manifest.teacher_fingerprint == record["teacher_fingerprint"]

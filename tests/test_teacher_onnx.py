@@ -14,7 +14,7 @@ from core import teacher as teacher_module
 from core.errors import UserError
 from core.teacher import Teacher
 from core.teacher_onnx import MODEL_FILE, TOKEN_TYPES
-from pipeline.encode import EncodeConfig
+from encoding import EncodeConfig
 from tests.helpers import pipeline_main
 
 MIN_COSINE = 0.9999
@@ -190,12 +190,12 @@ def test_a_model_without_token_types_runs_on_onnx(tiny_teacher_dir, tiny_sentenc
 def test_encode_records_the_backend_but_keeps_the_settings(tiny_shards, tiny_corpus_file, tiny_teacher_dir,
                                                            tmp_path, capsys, monkeypatch):
     onnx_run = read_manifest(tiny_shards)
-    assert onnx_run.extra["teacher_backend"] == "onnx"
+    assert onnx_run.extra.teacher_backend == "onnx"
     code, _, err = pipeline_main(capsys, monkeypatch, "encode", "--corpus", tiny_corpus_file, "--out",
                                  tmp_path / "o", "--teacher", tiny_teacher_dir, "--shard-size", 64,
                                  "--teacher-backend", "torch", "--quiet")
     assert code == 0, err
     torch_run = read_manifest(tmp_path / "o")
-    assert torch_run.extra["teacher_backend"] == "torch"
+    assert torch_run.extra.teacher_backend == "torch"
     # the same vectors: a directory written with one backend resumes with the other
     assert torch_run.settings_fingerprint == onnx_run.settings_fingerprint
