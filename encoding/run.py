@@ -19,6 +19,7 @@ from cache_tools.manifest import (
 )
 from cache_tools.sharded_map import ShardedMap
 from core.distributed import LONG_WAIT, DistContext, init_distributed
+from core.errors import UserError
 from core.io import fingerprint, sha256_file
 from core.teacher import Teacher, TeacherSpec
 from data.corpus import CorpusConfig
@@ -46,6 +47,8 @@ def _run_locked(config: EncodeConfig, ctx: DistContext,
     started = time.perf_counter()
     teacher = teacher or Teacher(config.teacher, config.pooling, config.layer, config.max_length,
                                  ctx.device(config.device), backend=config.teacher_backend)
+    if config.augment and not teacher.tokenizer.mask_token:  # what masked words become
+        raise UserError(f"--augment needs a teacher with a mask token; {teacher.name!r} has none")
     corpus = _agreed_corpus(config, ctx)
     settings_fp = fingerprint(_settings(config, teacher.spec, corpus))
     # Rank 0 decides what the directory holds and reads the corpus; the others load its plan.
@@ -95,7 +98,7 @@ def _prepare_directory(config: EncodeConfig, teacher: Teacher, corpus: CorpusCon
     work = config.out / WORK_DIR
     claim_directory(config.out, work, settings_fp, config.overwrite)
     build_plan(corpus, work, config.progress, config.augment, teacher.tokenizer.mask_token)
-    write_sidecars(config.out, teacher, contextual=not config.is_ood)
+    write_sidecars(config.out, teacher, not config.is_ood, config.max_tokens, config.progress)
 
 
 def _encode_ood(config: EncodeConfig, teacher: Teacher, ctx: DistContext) -> OodRecord:

@@ -11,13 +11,17 @@ import pyarrow as pa
 from cache_tools.format import AUGMENT_FILE, CONTEXTUAL_FILE, EMBEDDINGS_FILE, TOKENIZER_DIR
 from cache_tools.manifest import AugmentRecord
 from core.io import atomic_output, sha256_file
+from core.progress import bar
 from core.teacher import Teacher
 
 
-def write_sidecars(out: Path, teacher: Teacher, contextual: bool = True) -> None:
+def write_sidecars(out: Path, teacher: Teacher, contextual: bool = True,
+                   max_tokens: int | None = None, progress: bool = True) -> None:
     """Tokenizer files and the embedding matrices (input; contextual unless ``contextual`` is
     False): what stage two needs instead of the teacher. A rerun of encode on a directory written
-    before the contextual matrix existed adds it."""
+    before the contextual matrix existed adds it. ``max_tokens`` and ``progress`` as for the
+    shards: the contextual pass runs the whole vocabulary through the teacher (30k tokens; minutes
+    on a CPU for a BERT-base-size teacher), so it is batched and shown like them."""
     tokenizer_dir = out / TOKENIZER_DIR
     if not (tokenizer_dir / "tokenizer.json").is_file():
         with atomic_output(tokenizer_dir, directory=True) as tmp:
@@ -25,7 +29,13 @@ def write_sidecars(out: Path, teacher: Teacher, contextual: bool = True) -> None
     if not (out / EMBEDDINGS_FILE).is_file():
         _save_npy(out / EMBEDDINGS_FILE, teacher.input_embeddings())
     if contextual and not (out / CONTEXTUAL_FILE).is_file():
-        _save_npy(out / CONTEXTUAL_FILE, teacher.contextual_embeddings())
+        _save_npy(out / CONTEXTUAL_FILE, _contextual(teacher, max_tokens, progress))
+
+
+def _contextual(teacher: Teacher, max_tokens: int | None, progress: bool) -> np.ndarray:
+    bar_options = {"desc": "vocabulary pass", "unit": " tok", "enabled": progress}
+    with bar(total=teacher.vocab_rows, **bar_options) as tokens:
+        return teacher.contextual_embeddings(max_tokens, lambda rows, _: tokens.update(rows))
 
 
 def write_sources(out: Path, plan: pa.Table, variants: int) -> AugmentRecord:

@@ -42,14 +42,18 @@ def prepare_model2vec(teacher_name: str | None, cache: Path, log: Callable[[str]
         return directory
     teacher = Teacher(teacher_name, device="cpu")
     log(f"model2vec: distilling the teacher ({teacher.tokenizer.vocab_size} tokens, PCA {PCA_DIMS})")
-    quiet = logging.getLogger("model2vec")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the PCA-wider-than-the-model warning of a small teacher
+    # model2vec's PCA-wider-than-the-model warning of a small teacher; skeletoken's note that a
+    # tokenizer.json without padding (MPNet's) takes the pad token tokenizer_config.json names
+    quiet = [logging.getLogger(name) for name in ("model2vec", "skeletoken")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         static = distill_from_model(teacher.model, teacher.tokenizer, device="cpu",
                                     pca_dims=min(PCA_DIMS, teacher.dim))
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     with atomic_output(directory, directory=True) as partial:  # a present folder is a complete one
         static.save_pretrained(partial)
     return directory

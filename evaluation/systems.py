@@ -183,7 +183,6 @@ def default_scratch_student(teacher_name: str | None):
 
     from student import SentenceStudent, StudentConfig, StudentEncoder
     from student.config import STUDENT_DEFAULTS
-    from student.tokenization import pad_token_id
 
     teacher = Teacher(teacher_name, device="cpu")
     tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
@@ -193,7 +192,7 @@ def default_scratch_student(teacher_name: str | None):
         output_dim=teacher.dim,
         embed_dim=int(embedding.shape[1]),
         hidden=STUDENT_DEFAULTS["hidden"],
-        pad_token_id=pad_token_id(tokenizer, teacher.name if Path(teacher.name).is_dir() else None),
+        pad_token_id=teacher.pad_id,  # the teacher's own, also for a model named on the hub
         max_length=teacher.max_length,
         normalize=teacher.normalize,
     )

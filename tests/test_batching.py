@@ -119,10 +119,9 @@ def test_pad_batch_and_the_teacher_mask(lengths, pad_id):
     for row, padded, n in zip(rows, ids.tolist(), lengths, strict=True):
         assert padded[:n] == row.tolist() and set(padded[n:]) <= {pad_id}
     if max(lengths) > 0:  # the teacher's rows always hold their special tokens
-        fake = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=pad_id or None))
-        ours, mask = Teacher._pad(fake, [r.tolist() for r in rows])
+        ours, mask = Teacher._pad(SimpleNamespace(pad_id=pad_id), [r.tolist() for r in rows])
         assert ours.dtype == mask.dtype == np.int64
-        np.testing.assert_array_equal(ours, ids.numpy())  # the teacher pads with 0 for None
+        np.testing.assert_array_equal(ours, ids.numpy())
         assert mask.sum(axis=1).tolist() == lengths and (mask[:, :1] >= 0).all()
         np.testing.assert_array_equal(mask, (np.arange(ours.shape[1]) < lens.numpy()[:, None]))
 
