@@ -33,7 +33,8 @@ class ShardInfo:
 
 
 SENTENCE_VECTORS = "sentence_vectors"  # stage one: a corpus's sentence vectors
-TASK_LOGITS = "task_logits"  # glue-eval's kd cache: a fine-tuned teacher's logits on a task
+# the shard-format kd cache glue-eval wrote before cache_tools.logit_cache: still read and verified
+TASK_LOGITS = "task_logits"
 
 
 def _record(cls: type[R], raw: dict[str, Any], what: str) -> R:

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from data.augment import TransferSettings
 from data.glue import task_by_name
 from evaluation.finetune import TrainSettings
+from evaluation.kd import CACHE_DIR
 from evaluation.settings import LR_GRID, TEACHER_HEAD_LR, TEACHER_LR_GRID, HeadSettings, RateGrid, Recipe
 from evaluation.systems import Builder
 
@@ -29,7 +31,8 @@ class EvalConfig:
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
     kd_alpha: float = TrainSettings.kd_alpha
-    kd_shard_rows: int = 4096  # teacher-logit cache rows per shard: the unit of work of a rank
+    augment: int = 0  # variants per training row in +kd systems' transfer set (0: none)
+    kd_cache: Path | None = None  # the kd-logit cache root (None: OUT/kd-cache)
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
     # seeds that search the rate grid; the later ones train at the rate with the best mean dev
@@ -56,6 +59,8 @@ class EvalConfig:
         self.out = Path(self.out)
         self.glue_dir = None if self.glue_dir is None else Path(self.glue_dir)
         self.kd_teacher = None if self.kd_teacher is None else Path(self.kd_teacher)
+        self.kd_cache = Path(self.kd_cache or self.out / CACHE_DIR)
+        self.transfer = TransferSettings(self.augment)  # validates --augment
         self.students_dir = Path(self.students_dir)
         # the typed values the engine takes, each setting validated here, once
         grid = RateGrid.parse(self.lr_grid, self.teacher_lr_grid, self.teacher_head_lr,
@@ -65,7 +70,7 @@ class EvalConfig:
         self.builder = Builder(self.teacher, self.out, HeadSettings(self.head_hidden, self.dropout))
         if self.teacher_seeds is None:
             self.teacher_seeds = self.seeds
-        for name in ("seeds", "teacher_seeds", "kd_shard_rows"):
+        for name in ("seeds", "teacher_seeds"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         for name in ("max_train_samples", "teacher_max_train_samples"):

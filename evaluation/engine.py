@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.progress import log as _log
+from data.augment import TransferSettings
 from data.glue import GlueSplit, TaskData
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
 from evaluation.finetuned_teacher import TEACHER_SEED, seed0_teacher
@@ -33,11 +34,15 @@ SUBSET_SEED = 0  # one fixed training subset for every system and seed
 @dataclass(frozen=True)
 class TrainingData:
     """What one system learns from on one task: the task and its dev split(s), the rows it
-    trains on and, for ``+kd``, the teacher's logits on those rows."""
+    trains on and, for ``+kd``, the teacher's logits on those rows. With a transfer set
+    (``--augment``) the rows are the training rows then their variants, and ``gold`` tells
+    which rows have a gold label: a variant learns from the teacher's logits alone."""
 
     data: TaskData
     train: GlueSplit
     targets: np.ndarray | None = None  # (N, C)
+    gold: np.ndarray | None = None  # (N,) bool; None: every row has its gold label
+    transfer: TransferSettings | None = None  # what made the variants (None: no variants)
 
 
 class Fitted(NamedTuple):
@@ -90,7 +95,7 @@ def fit(spec: SystemSpec, rows: TrainingData, seed: int, recipe: Recipe, builder
     task = rows.data.task
     build = FreshModels(lambda: builder.model(spec, task, seed))
     encoded_train = encode_split(build.first.backbone, rows.train)
-    encoded_train.targets = rows.targets
+    encoded_train.targets, encoded_train.gold = rows.targets, rows.gold
     dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in rows.data.dev.items()}
     if log_path is not None:
         log_path.unlink(missing_ok=True)

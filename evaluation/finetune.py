@@ -54,6 +54,7 @@ class Encoded:
     tokens_b: list[np.ndarray] | None
     labels: np.ndarray | None  # (N,)
     targets: np.ndarray | None = None  # (N, C) teacher logits for distillation
+    gold: np.ndarray | None = None  # (N,) bool: rows with a gold label (None: all of them)
 
     def __len__(self) -> int:
         return len(self.tokens_a)
@@ -239,8 +240,12 @@ def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimSte
 def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.ndarray,
               kd_alpha: float, device: torch.device) -> torch.Tensor:
     """Cross-entropy (MSE for STS-B) on the labels; with teacher logits, Tang et al. (2019):
-    ``alpha * hard + (1 - alpha) * MSE(student logits, teacher logits)``."""
+    ``alpha * hard + (1 - alpha) * MSE(student logits, teacher logits)``. A row without a gold
+    label (a transfer-set variant, ``data.gold`` False) has no hard term: the teacher's logits
+    alone label it."""
     labels = torch.as_tensor(data.labels[rows], device=device)  # (B,)
+    if data.gold is not None and data.targets is not None:
+        return _masked_kd_loss(task, outputs, data, rows, labels, kd_alpha, device)
     if task.regression:
         hard = nn.functional.mse_loss(outputs[:, 0], labels.float())
     else:
@@ -249,6 +254,20 @@ def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.nda
         return hard
     targets = torch.as_tensor(data.targets[rows], device=device, dtype=torch.float32)  # (B, C)
     return kd_alpha * hard + (1.0 - kd_alpha) * nn.functional.mse_loss(outputs, targets)
+
+
+def _masked_kd_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.ndarray,
+                    labels: torch.Tensor, kd_alpha: float, device: torch.device) -> torch.Tensor:
+    """The batch mean of ``alpha * gold * hard + (1 - alpha) * MSE`` per row: the same mix as
+    above where every row has its label, the distillation term alone where it has none."""
+    if task.regression:
+        hard = nn.functional.mse_loss(outputs[:, 0], labels.float(), reduction="none")  # (B,)
+    else:
+        hard = nn.functional.cross_entropy(outputs, labels.long(), reduction="none")  # (B,)
+    gold = torch.as_tensor(data.gold[rows], device=device, dtype=torch.float32)  # (B,)
+    targets = torch.as_tensor(data.targets[rows], device=device, dtype=torch.float32)  # (B, C)
+    soft = nn.functional.mse_loss(outputs, targets, reduction="none").mean(dim=1)  # (B,)
+    return (kd_alpha * gold * hard + (1.0 - kd_alpha) * soft).mean()
 
 
 @torch.inference_mode()

@@ -1,31 +1,42 @@
-"""Task-specific distillation targets: a fine-tuned teacher's logits on a task's training set.
+"""Task-specific distillation (Tang et al. 2019): a fine-tuned teacher's logits on a task's
+transfer set, computed once and shared.
 
-The logits are computed once, by stage one's sharded map (so under torchrun every rank computes
-its own shards), and cached in the shard format of stage one (``vector`` = the logits, ``text`` =
-sentence 1, or sentence 1 TAB sentence 2 for pairs, ``input_ids`` = the teacher's ids of sentence
-1 then sentence 2) under ``OUT/kd-cache/<TASK>-<key>/``. The key is a
-fingerprint of the teacher (its weights, and the fine-tuning settings when glue-eval fine-tunes
-it), the task and the training data, so a rerun with the same inputs reuses the cache.
+The transfer set is the training rows and, with ``--augment N``, N variants of each
+(:func:`data.augment.augment_split`: masking, POS-guided word replacement, n-gram sampling). The
+teacher's logits on it are cached in the kd-logit format (:mod:`cache_tools.logit_cache`) under
+``KD_CACHE/<TASK>-<key>/``; the key is a fingerprint of the teacher's identity (for the seed-0
+teacher glue-eval or finetune fine-tune: the base weights, the fine-tuning settings and data;
+for a given fine-tuned teacher: its weights), the training rows and the transfer-set settings.
+So every ``+kd`` system, seed and run pointed at the same ``--kd-cache`` reads one entry, and a
+cache hit needs no teacher at all (not even its fine-tuning).
+
+The variants are labelled by the teacher alone: a run trains on the training rows with their gold
+labels and the teacher's logits, and on the variants with the distillation term only
+(:class:`evaluation.engine.TrainingData` ``gold``, :func:`evaluation.finetune.task_loss`).
+
+Under torchrun rank 0 alone fine-tunes the teacher and computes the logits (the teacher is run
+once per entry, and GLUE's largest set with variants is minutes of inference), while the others
+wait; then every rank reads the entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cache_tools.format import MANIFEST_NAME
-from cache_tools.manifest import TASK_LOGITS, Manifest, write_manifest
-from cache_tools.reader import ShardDirectory
-from cache_tools.sharded_map import PreparedShard, ShardedMap
+from cache_tools.logit_cache import LogitEntry, cached_entry, read_entry
 from core.distributed import DistContext
 from core.errors import UserError
 from core.io import fingerprint, sha256_file
+from data.augment import TransferSettings, augment_split
 from data.glue import GlueSplit, TaskData
-from evaluation.config import EvalConfig
+from data.pos import get_tagger
+from evaluation.engine import TrainingData
 from evaluation.finetune import encode_split, predict
 from evaluation.finetuned_teacher import (
     FINETUNED_DIR,
@@ -37,80 +48,166 @@ from evaluation.finetuned_teacher import (
     split_fingerprint,
 )
 from evaluation.heads import TaskModel
+from evaluation.settings import Recipe
+from evaluation.systems import Builder
 
 CACHE_DIR = "kd-cache"
+# Rows tokenized and predicted at once: the shards of the cache this one replaced held as many,
+# so the batches, and the logits without variants, are what they were.
+CHUNK_ROWS = 4096
+FALLBACK_MASK = "[MASK]"  # a teacher whose tokenizer names no mask (a student classifier)
 
 
-def teacher_logits(
-    config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-    log: Callable[[str], None], ctx: DistContext | None = None,
-    teacher_train: GlueSplit | None = None,
-) -> np.ndarray:
-    """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible.
+@dataclass(frozen=True)
+class KdTeacher:
+    """A fine-tuned teacher for distillation: what identifies it in the cache key, and how to
+    get it (called on a cache miss only: it may fine-tune for hours)."""
 
-    The teacher is fine-tuned on ``teacher_train`` (default: ``train``; smaller under
-    ``--teacher-max-train-samples``). The logits are computed through stage one's sharded map:
-    under torchrun rank 0 fine-tunes the teacher (once) while the others wait, then every rank
-    predicts its own shards of ``train``.
-    """
+    source: dict
+    load: Callable[[], TaskModel]
+
+
+@dataclass(frozen=True)
+class LogitJob:
+    """Where one task's entry lives and how it is computed: the cache root, the transfer-set
+    settings, the prediction batch size, the device and the command that records it."""
+
+    cache: Path
+    transfer: TransferSettings
+    batch_size: int
+    device: torch.device
+    command: str = ""
+
+
+def transfer_data(teacher: KdTeacher, data: TaskData, train: GlueSplit, job: LogitJob,
+                  log: Callable[[str], None], ctx: DistContext | None = None) -> TrainingData:
+    """The rows a ``+kd`` run trains on (``train``, then its variants) and the teacher's (R, C)
+    logits on them, from the cache entry (filled first by rank 0 if missing)."""
     ctx = ctx or DistContext()
-    teacher_train = train if teacher_train is None else teacher_train
-    task = data.task
-    model, directory, source = _teacher(config, data, teacher_train)
-    key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
-    cache = config.out / CACHE_DIR / f"{task.name}-{key}"
-    if (cache / MANIFEST_NAME).is_file():
-        log(f"{task.name}: teacher logits from the cache {cache}")
-        return read_logits(cache, len(train))
-    if config.kd_teacher is None:  # rank 0 fine-tunes it (or loads it) while the others wait
-        model = ctx.main_first(lambda: seed0_teacher(config.builder, config.recipe, data,
-                                                     teacher_train, device, log, source)[0])
-    model = model or load_finetuned_teacher(directory, task, config.dropout)
-    _fill_cache(cache, model, train, key, config, device, ctx)
-    if ctx.is_main:
-        log(f"{task.name}: teacher logits cached in {cache}")
-    ctx.barrier()
-    return read_logits(cache, len(train))
+    task = data.task.name
+    key = fingerprint({"teacher": teacher.source, "task": task, "train": split_fingerprint(train),
+                       "transfer": job.transfer.identity()})
+    directory = job.cache / f"{task}-{key}"
+    meta = {"key": key, "task": task, "split": train.split, "teacher": teacher.source,
+            "transfer": job.transfer.identity(), "command": job.command}
+
+    def fill() -> LogitEntry:
+        entry, computed = cached_entry(
+            directory, lambda: _compute(teacher.load(), train, job, meta, log))
+        log(f"{task}: teacher logits {'cached in' if computed else 'from the cache'} {directory}")
+        return entry
+
+    entry = ctx.main_first(fill) or read_entry(directory)  # the other ranks read what rank 0 wrote
+    return training_rows(data, train, entry, job.transfer)
 
 
-def _teacher(config: EvalConfig, data: TaskData, teacher_train: GlueSplit,
-             ) -> tuple[TaskModel | None, Path, dict]:
-    """The given fine-tuned teacher (loaded) or where the seed-0 one is kept (not yet loaded),
-    and what identifies it in the cache key."""
+def _compute(model: TaskModel, train: GlueSplit, job: LogitJob, meta: dict,
+             log: Callable[[str], None]) -> LogitEntry:
+    rows, variants = train, job.transfer.variants
+    made_with = {}  # what the variants were made with, for the record
+    if variants:
+        mask = _mask_token(model)
+        varied = augment_split(train, job.transfer, mask)
+        log(f"{train.task}: {len(varied)} variants ({variants} per training row: masking, "
+            "POS-guided replacement, n-gram sampling), labelled by the teacher alone")
+        rows = _concat(train, varied)
+        made_with = {"tagger": get_tagger(job.transfer.tagger).name, "mask_token": mask}
+    logits = _predict_chunks(model, rows, job)  # (R, C)
+    originals = np.arange(len(train))
+    source = np.concatenate([originals, np.repeat(originals, variants)])  # (R,)
+    variant = np.concatenate([np.zeros(len(train), np.int32),
+                              np.tile(np.arange(1, variants + 1, dtype=np.int32), len(train))])
+    teacher = getattr(model.backbone, "teacher", None)  # the fine-tuned weights, for the record
+    weights = None if teacher is None else teacher.identify().to_dict()
+    extra = {"weights": weights, **({"variants": made_with} if made_with else {}),
+             "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    text_a = rows.text_a[len(train):]
+    text_b = None if rows.text_b is None else rows.text_b[len(train):]
+    return LogitEntry(logits, source, variant, text_a, text_b, {**meta, **extra})
+
+
+def _predict_chunks(model: TaskModel, rows: GlueSplit, job: LogitJob) -> np.ndarray:
+    """(R, C) logits, CHUNK_ROWS rows tokenized and predicted at a time."""
+    chunks = (rows.subset(np.arange(lo, min(lo + CHUNK_ROWS, len(rows))))
+              for lo in range(0, len(rows), CHUNK_ROWS))  # one chunk's tokens at a time
+    return np.concatenate([predict(model, encode_split(model.backbone, chunk), job.batch_size,
+                                   job.device) for chunk in chunks])
+
+
+def _concat(train: GlueSplit, varied: GlueSplit) -> GlueSplit:
+    """The training rows, then the (unlabelled) variants."""
+    text_b = None if train.text_b is None else train.text_b + varied.text_b
+    return GlueSplit(train.task, f"{train.split}+variants", train.text_a + varied.text_a, text_b,
+                     None, train.index + varied.index)
+
+
+def _mask_token(model: TaskModel) -> str:
+    """The teacher tokenizer's mask token (else its unknown token): what it reads as "a word
+    was here"; the students' tokenizers are the teacher's, so they read it alike."""
+    tokenizer = getattr(model.backbone, "tokenizer", None)
+    return (getattr(tokenizer, "mask_token", None) or getattr(tokenizer, "unk_token", None)
+            or FALLBACK_MASK)
+
+
+def training_rows(data: TaskData, train: GlueSplit, entry: LogitEntry,
+                  transfer: TransferSettings) -> TrainingData:
+    """The entry as a run's TrainingData: without variants the training rows and their logits
+    (as before the transfer set existed); with them, the variants after the training rows, a
+    placeholder label each (never used: ``gold`` is False for them)."""
+    if entry.originals != len(train):
+        raise UserError(f"kd cache entry for {data.task.name}: {entry.originals} training rows, "
+                        f"not {len(train)}; delete it to recompute")
+    if not entry.text_a:
+        return TrainingData(data, train, entry.logits)
+    added = len(entry.text_a)
+    index = [f"{train.index[s]}-aug{v - 1}" for s, v in
+             zip(entry.source[len(train):], entry.variant[len(train):], strict=True)]
+    labels = np.concatenate([train.labels, np.zeros(added, dtype=train.labels.dtype)])  # (R,)
+    text_b = None if train.text_b is None else train.text_b + entry.text_b
+    rows = GlueSplit(train.task, f"{train.split}+variants", train.text_a + entry.text_a, text_b,
+                     labels, train.index + index)
+    return TrainingData(data, rows, entry.logits, gold=entry.variant == 0, transfer=transfer)
+
+
+# -- the teachers -------------------------------------------------------------------------------
+def seed0_kd_teacher(builder: Builder, recipe: Recipe, data: TaskData, teacher_train: GlueSplit,
+                     device: torch.device, log: Callable[[str], None]) -> KdTeacher:
+    """The teacher fine-tuned with seed 0 on ``teacher_train`` (kept under the builder's cache),
+    named by what makes it: fine-tuned only on a cache miss."""
+    source = base_teacher_source(builder, recipe, data, teacher_train)
+
+    def load() -> TaskModel:
+        model, result, _ = seed0_teacher(builder, recipe, data, teacher_train, device, log, source)
+        log(f"{data.task.name}: KD teacher dev score {result.score:.2f}")
+        return model
+
+    return KdTeacher(source, load)
+
+
+def given_kd_teacher(root: Path, data: TaskData, dropout: float) -> KdTeacher:
+    """A fine-tuned teacher glue-eval saved (``root/<TASK>/`` or ``root``), named by its weights
+    (the same identity as any teacher's: weights, tokenizer, pooling) and its head."""
     task = data.task
-    if config.kd_teacher is None:
-        source = base_teacher_source(config.builder, config.recipe, data, teacher_train)
-        return None, config.out / FINETUNED_DIR / task.name, source
-    directory = _given_teacher_dir(config.kd_teacher, task.name)
-    model = load_finetuned_teacher(directory, task, config.dropout)
-    # the same identity as any teacher's (its weights, tokenizer and pooling), and its head
+    directory = _given_teacher_dir(root, task.name)
+    model = load_finetuned_teacher(directory, task, dropout)
     source = {"finetuned": model.backbone.teacher.spec.identity(),
               "head": sha256_file(directory / HEAD_FILE)}
-    return model, directory, source
+    return KdTeacher(source, lambda: model)
 
 
-def _fill_cache(cache: Path, model: TaskModel, train: GlueSplit, key: str, config: EvalConfig,
-                device: torch.device, ctx: DistContext) -> None:
-    """Every rank predicts its own shards of ``train``; rank 0 writes the manifest last."""
-    shards = ShardedMap(cache, len(train), config.kd_shard_rows, "arrow", "float32")
+def classifier_kd_teacher(directory: Path, model: TaskModel) -> KdTeacher:
+    """A classifier `pipeline finetune` saved, named by the content of its weight files."""
+    files = sorted(p for p in Path(directory).rglob("*")
+                   if p.is_file() and _is_weights(directory, p))
+    hashes = {str(p.relative_to(directory)): sha256_file(p) for p in files}
+    source = {"classifier": fingerprint(hashes)}
+    return KdTeacher(source, lambda: model)
 
-    def prepare(lo: int, hi: int) -> PreparedShard:
-        part = train.subset(np.arange(lo, hi))
-        encoded = encode_split(model.backbone, part)
-        texts = part.text_a if part.text_b is None else [
-            f"{a}\t{b}" for a, b in zip(part.text_a, part.text_b, strict=True)]
-        tokens = encoded.tokens_a if encoded.tokens_b is None else [
-            np.concatenate([a, b]) for a, b in zip(encoded.tokens_a, encoded.tokens_b, strict=True)]
-        return PreparedShard(texts, tokens, encoded)
 
-    def compute(index: int, prepared: PreparedShard) -> np.ndarray:
-        return predict(model, prepared.payload, config.batch_size, device)  # (rows, C)
-
-    shards.run(ctx, prepare, compute, {"settings_fingerprint": key, "kind": TASK_LOGITS,
-                                       "task": train.task, "num_shards": shards.num_shards})
-    ctx.barrier()  # every rank's shards are in place
-    if ctx.is_main:
-        write_logits_manifest(cache, shards, train, model, key, config.command)
+def _is_weights(directory: Path, path: Path) -> bool:
+    """What makes a classifier's outputs: its encoder/ and its head (not its reports)."""
+    relative = path.relative_to(directory)
+    return relative.parts[0] == "encoder" or relative.name == HEAD_FILE
 
 
 def _given_teacher_dir(root: Path, task: str) -> Path:
@@ -121,36 +218,3 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
         f"--kd-teacher {root}: no fine-tuned {task} teacher (expected {root / task} as written "
         f"by glue-eval under OUT/{FINETUNED_DIR}/{task})"
     )
-
-
-def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, model: TaskModel,
-                          key: str, command: str) -> None:
-    """The manifest of the logit shards (kind ``task_logits``), written last as stage one writes
-    its own: the teacher fields are the fine-tuned teacher's spec, ``dim`` is the logits'."""
-    infos = shards.receipts()
-    manifest = Manifest(
-        **{**model.backbone.teacher.identify().manifest_fields(), "dim": model.head.num_outputs},
-        kind=TASK_LOGITS,
-        dtype="float32",
-        format="arrow",
-        corpus={"task": train.task, "split": train.split, "rows": len(train)},
-        corpus_fingerprint=split_fingerprint(train),
-        settings_fingerprint=key,
-        shards=infos,
-        num_rows=len(train),
-        num_tokens=sum(info.num_tokens for info in infos),
-        num_bytes=sum(info.num_bytes for info in infos),
-        command=command,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    write_manifest(cache, manifest)
-
-
-def read_logits(cache: Path, num_rows: int) -> np.ndarray:
-    """The cached (N, C) logits; ShardError if the cache is incomplete or corrupt."""
-    shards = ShardDirectory(cache)
-    logits = np.concatenate([np.asarray(shard.vectors, dtype=np.float32) for shard in shards])
-    if len(logits) != num_rows:
-        raise UserError(f"{cache}: {len(logits)} cached logits for {num_rows} training rows; "
-                        "delete the directory to recompute")
-    return logits

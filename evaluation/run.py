@@ -10,8 +10,11 @@ unchanged); after each task its runs go to ``runs.jsonl``. With
 ``--probe`` the systems are not fine-tuned but probed (:mod:`evaluation.probe`). Last, every
 system's CPU speed is measured and ``pareto.png`` drawn.
 
-Under torchrun the teacher's logits are computed shard by shard across the ranks, and the task's
-(system, seed) runs are dealt out round-robin; rank 0 gathers the records and writes the results.
+The ``+kd`` systems' transfer set (the training rows, with ``--augment N`` N variants of each)
+and the teacher's logits on it come from the kd-logit cache (``--kd-cache``, :mod:`evaluation.kd`),
+filled once for every system, seed and run that shares it. Under torchrun rank 0 fills it while
+the others wait, and the task's (system, seed) runs are dealt out round-robin; rank 0 gathers the
+records and writes the results.
 Every run is seeded on its own, so the scores do not depend on the number of ranks.
 """
 
@@ -21,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +37,12 @@ from core.io import atomic_write_json, fingerprint
 from core.progress import log as _log
 from core.teacher import teacher_spec
 from data.glue import TASKS, GlueSplit, TaskData, available_tasks, check_task_files, load_task
+from data.pos import get_tagger
 from evaluation.config import EvalConfig
 from evaluation.engine import RunRecord, TrainingData, best_rate, fit, training_subset
 from evaluation.finetune import encode_split, predict
 from evaluation.finetuned_teacher import split_fingerprint
-from evaluation.kd import teacher_logits
+from evaluation.kd import LogitJob, given_kd_teacher, seed0_kd_teacher, transfer_data
 from evaluation.report import (
     PROBE_NAME,
     RESULTS_NAME,
@@ -97,6 +102,11 @@ def resolve_inputs(config: EvalConfig) -> Inputs:
              else [*discover_students(config.students_dir), *map(parse_system, BASELINES)])
     tasks = resolve_tasks(config)
     specs = resolve_systems(specs)
+    if config.augment and not any(spec.kd for spec in specs):
+        raise UserError("--augment makes the transfer set of +kd systems, and none is given "
+                        "(add e.g. --system kd)")
+    if config.augment:
+        get_tagger(config.transfer.tagger)  # a missing tagger fails now, not after fine-tuning
     if config.zero_shot and "STS-B" not in tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "
                         "(add --tasks STS-B; it needs STS-B/ in --glue-dir)")
@@ -215,9 +225,9 @@ def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: 
     Rank r runs the jobs ``r, r + W, ...``; every rank returns all records, in job order.
     """
     teacher_train = train if teacher_train is None else teacher_train
-    targets = (teacher_logits(config, data, train, device, _log, ctx, teacher_train)
-               if any(spec.kd for spec in specs) else None)
-    sources = {False: TrainingData(data, train), True: TrainingData(data, train, targets),
+    taught = (kd_training_data(config, data, train, teacher_train, device, ctx)
+              if any(spec.kd for spec in specs) else None)
+    sources = {False: TrainingData(data, train), True: taught,
                "teacher": TrainingData(data, teacher_train)}
     jobs = [(spec, seed) for spec in specs
             for seed in range(config.teacher_seeds if spec.kind == "teacher" else config.seeds)]
@@ -234,6 +244,19 @@ def run_task(specs: list[SystemSpec], data: TaskData, train: GlueSplit, config: 
         for record in records:
             append_jsonl(config.out / "runs.jsonl", record)
     return records
+
+
+def kd_training_data(config: EvalConfig, data: TaskData, train: GlueSplit,
+                     teacher_train: GlueSplit, device: torch.device,
+                     ctx: DistContext | None = None,
+                     log: Callable[[str], None] = _log) -> TrainingData:
+    """The +kd systems' rows and teacher logits: ``--kd-teacher``'s fine-tuned teacher, or the
+    seed-0 teacher fine-tuned on ``teacher_train`` (only if the cache lacks its logits)."""
+    teacher = (seed0_kd_teacher(config.builder, config.recipe, data, teacher_train, device, log)
+               if config.kd_teacher is None else
+               given_kd_teacher(config.kd_teacher, data, config.dropout))
+    job = LogitJob(config.kd_cache, config.transfer, config.batch_size, device, config.command)
+    return transfer_data(teacher, data, train, job, log, ctx)
 
 
 def run_jobs(jobs: list[tuple[SystemSpec, int]], sources: dict, config: EvalConfig,
@@ -303,6 +326,9 @@ def run_source(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConf
         "train": split_fingerprint(rows.train),
         "dev": {suffix: split_fingerprint(split) for suffix, split in rows.data.dev.items()},
         "targets": None if targets is None else hashlib.sha256(targets.tobytes()).hexdigest(),
+        # the variants' rules and seed (their text is in "train"); absent without variants, so
+        # the runs without a transfer set keep the fingerprints they had
+        **({"transfer": rows.transfer.identity()} if rows.transfer is not None else {}),
     }
 
 

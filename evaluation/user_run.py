@@ -23,7 +23,9 @@ import torch
 from core.device import resolve_device
 from core.errors import UserError
 from core.progress import log as _log
+from data.augment import TransferSettings
 from data.glue import GlueSplit, GlueTask, TaskData
+from data.pos import get_tagger
 from data.user_task import (
     FORMATS,
     Columns,
@@ -37,8 +39,15 @@ from data.user_task import (
 from evaluation.classifier import Predictions, check_output_dir, load_classifier, save_classifier
 from evaluation.engine import RunRecord, TrainingData, fit, training_subset
 from evaluation.finetune import FinetuneResult, TrainSettings, encode_split, predict
-from evaluation.finetuned_teacher import seed0_teacher
 from evaluation.heads import TaskModel
+from evaluation.kd import (
+    CACHE_DIR,
+    KdTeacher,
+    LogitJob,
+    classifier_kd_teacher,
+    seed0_kd_teacher,
+    transfer_data,
+)
 from evaluation.metrics import metric_names
 from evaluation.report import mean_std, mean_std_cell
 from evaluation.settings import (
@@ -50,9 +59,8 @@ from evaluation.settings import (
     Recipe,
 )
 from evaluation.systems import Builder, SystemSpec, parse_system, resolve_systems, student_system
-from evaluation.user_augment import augment_split
 
-SPLIT_SEED = 0  # one fixed dev split (without --dev) and augmentation for every system and seed
+SPLIT_SEED = 0  # one fixed dev split (without --dev) for every system and seed
 SAVABLE = ("student", "scratch", "embeddings", "teacher")  # backbones a classifier directory holds
 AUTO = "auto"
 
@@ -85,9 +93,10 @@ class FinetuneConfig:
     teacher: str | None = None  # the base teacher (None: the packaged all-MiniLM-L6-v2)
     kd_teacher: str | None = None  # a fine-tuned classifier directory, or "auto"
     kd_alpha: float = TrainSettings.kd_alpha
-    augment: int = 0  # synthetic copies of each training text, labelled by the KD teacher
+    augment: int = 0  # variants of each training row, labelled by the KD teacher alone
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
+    kd_cache: Path | None = None  # the kd-logit cache root (None: CACHE_DIR/kd-cache)
     device: str = "auto"
     command: str = ""
 
@@ -95,13 +104,13 @@ class FinetuneConfig:
         self.train, self.out = Path(self.train), Path(self.out)
         self.dev = None if self.dev is None else Path(self.dev)
         self.cache_dir = Path(self.cache_dir or f"{self.out}.cache")
+        self.kd_cache = Path(self.kd_cache or self.cache_dir / CACHE_DIR)
         self.student = None if self.student is None else Path(self.student)
         if self.student is None and not self.systems:
             raise UserError("give --student DIR or at least one --system")
         if not 0.0 < self.dev_fraction < 1.0:
             raise UserError(f"--dev-fraction must be in (0, 1), got {self.dev_fraction}")
-        if self.augment < 0:
-            raise UserError("--augment must be 0 or more")
+        self.transfer = TransferSettings(self.augment)  # validates --augment
         if self.seeds < 1:
             raise UserError("--seeds must be positive")
         # the typed values the engine takes, each setting validated here, once
@@ -179,8 +188,10 @@ def _checked_systems(config: FinetuneConfig) -> list[SystemSpec]:
         raise UserError(f"--system {specs[0].label}: the first system is the one saved, and a "
                         f"classifier directory holds a student or the teacher; put one first")
     if config.augment and not any(spec.kd for spec in specs):
-        raise UserError("--augment labels its copies with the KD teacher: give --kd-teacher "
+        raise UserError("--augment labels its variants with the KD teacher: give --kd-teacher "
                         "(or a +kd system)")
+    if config.augment:
+        get_tagger(config.transfer.tagger)  # a missing tagger fails now, not after fine-tuning
     return specs
 
 
@@ -216,34 +227,20 @@ def _fit_all(specs: list[SystemSpec], taught: TrainingData | None, plain: Traini
 # -- task-specific distillation ---------------------------------------------------------------
 def distillation_data(config: FinetuneConfig, data: TaskData, train: GlueSplit,
                       device: torch.device) -> TrainingData:
-    """The training rows (plus ``--augment`` copies) and the KD teacher's logits (N, C) on them.
-
-    Copies take the teacher's prediction as their hard label: they are labelled by the teacher
-    alone, as in Tang et al. (2019)."""
-    teacher = kd_teacher_model(config, data, train, device)
-    if not config.augment:
-        return TrainingData(data, train, predict(teacher, encode_split(teacher.backbone, train),
-                                                 config.batch_size, device))
-    copies = augment_split(train, config.augment, SPLIT_SEED)
-    _log(f"{data.task.name}: {len(copies)} augmented copies (masking, n-gram sampling) "
-         "labelled by the KD teacher")
-    logits = predict(teacher, encode_split(teacher.backbone, copies), config.batch_size, device)
-    copies.labels = (logits[:, 0] if data.task.regression else logits.argmax(1)).astype(train.labels.dtype)
-    rows = GlueSplit(train.task, "train+augmented", train.text_a + copies.text_a,
-                     None if train.text_b is None else train.text_b + copies.text_b,
-                     np.concatenate([train.labels, copies.labels]), train.index + copies.index)
-    train_logits = predict(teacher, encode_split(teacher.backbone, train), config.batch_size, device)
-    return TrainingData(data, rows, np.concatenate([train_logits, logits]))  # (N + copies, C)
+    """The training rows (then ``--augment`` variants of each, labelled by the teacher alone, as
+    in Tang et al. 2019) and the KD teacher's logits (N, C) on them, from the kd-logit cache
+    (``--kd-cache``: glue-eval's format, shared by every system and seed)."""
+    job = LogitJob(config.kd_cache, config.transfer, config.batch_size, device, config.command)
+    return transfer_data(kd_teacher(config, data, train, device), data, train, job, _log)
 
 
-def kd_teacher_model(config: FinetuneConfig, data: TaskData, train: GlueSplit,
-                     device: torch.device) -> TaskModel:
-    """``auto``: the teacher fine-tuned on this data with seed 0 (cached under --cache-dir);
-    a directory: a classifier saved by `pipeline finetune` for the same labels."""
+def kd_teacher(config: FinetuneConfig, data: TaskData, train: GlueSplit,
+               device: torch.device) -> KdTeacher:
+    """``auto``: the teacher fine-tuned on this data with seed 0 (cached under --cache-dir,
+    fine-tuned only when the kd cache lacks its logits); a directory: a classifier saved by
+    `pipeline finetune` for the same labels."""
     if config.kd_teacher in (None, AUTO):
-        model, result, _ = seed0_teacher(config.builder, config.recipe, data, train, device, _log)
-        _log(f"{data.task.name}: KD teacher dev score {result.score:.2f}")
-        return model
+        return seed0_kd_teacher(config.builder, config.recipe, data, train, device, _log)
     classifier = load_classifier(config.kd_teacher)
     task = data.task
     if (classifier.label_names != task.labels) or classifier.pair != task.pair:
@@ -252,7 +249,7 @@ def kd_teacher_model(config: FinetuneConfig, data: TaskData, train: GlueSplit,
                         f"{' on pairs' if classifier.pair else ''}, not for this data's "
                         f"{'regression' if task.regression else f'labels {list(task.labels)}'}"
                         f"{' on pairs' if task.pair else ''}")
-    return classifier.model
+    return classifier_kd_teacher(Path(config.kd_teacher), classifier.model)
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def test_the_architecture_doc_lists_the_same_floors():
 
 def test_the_shard_format_and_atomic_io_load_without_torch():
     code = ("import sys, cache_tools.reader, cache_tools.writer, cache_tools.verify, "
-            "cache_tools.sharded_map, core.io, core.errors; print('torch' in sys.modules)")
+            "cache_tools.sharded_map, cache_tools.logit_cache, core.io, core.errors; "
+            "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             check=True)
     assert result.stdout.strip() == "False"

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from cache_tools.reader import ShardDirectory
+from cache_tools import logit_cache
 from core.batching import pad_batch
 from core.errors import UserError
 from data.glue import TASKS, GlueSplit, load_task
-from evaluation import finetuned_teacher, kd
+from evaluation import finetuned_teacher
 from evaluation.backbones import StudentBackbone
 from evaluation.config import EvalConfig
 from evaluation.finetune import (
@@ -42,7 +42,7 @@ from evaluation.finetuned_teacher import (
 )
 from evaluation.heads import TaskHead, TaskModel
 from evaluation.report import markdown, summarize, write_submission
-from evaluation.run import resolve_inputs
+from evaluation.run import kd_training_data, resolve_inputs
 from evaluation.systems import SystemSpec, parse_system
 from evaluation.systems import resolve_systems as resolve_specs
 from tests.helpers import GLUE_FIXTURES as FIXTURES
@@ -267,30 +267,35 @@ def test_finetuned_teacher_roundtrip(tmp_path, tiny_teacher_dir):
         load_finetuned_teacher(tmp_path / "ft", TASKS["MRPC"], config.dropout)
 
 
-def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkeypatch):
+def test_kd_logits_are_cached_once_in_their_own_format(tmp_path, tiny_teacher_dir, monkeypatch):
     config = tiny_config(tmp_path, tiny_teacher_dir)
     data = load_task("MRPC", FIXTURES)
     messages: list[str] = []
-    logits = kd.teacher_logits(config, data, data.train, CPU, messages.append)
-    assert logits.shape == (len(data.train), 2)
-    (cache,) = (config.out / kd.CACHE_DIR).iterdir()
-    shards = ShardDirectory(cache)
-    assert shards.manifest.num_rows == len(data.train) and shards.manifest.dim == 2
-    first = shards.read(0, with_text=True)
-    assert first.texts[0] == f"{data.train.text_a[0]}\t{data.train.text_b[0]}"
+    taught = kd_training_data(config, data, data.train, data.train, CPU, log=messages.append)
+    logits = taught.targets
+    assert logits.shape == (len(data.train), 2) and logits.dtype == np.float32
+    # no transfer set: the training rows as they are, every one with its gold label
+    assert taught.train is data.train and taught.gold is None and taught.transfer is None
+    (cache,) = [p for p in config.kd_cache.iterdir() if p.is_dir()]
+    manifest = logit_cache.read_manifest(cache)
+    assert manifest["rows"] == manifest["originals"] == len(data.train) and manifest["classes"] == 2
+    assert manifest["transfer"] is None and manifest["task"] == "MRPC"
     assert (config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
+    record = json.loads((config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").read_text())
+    # the entry records the fine-tuned weights it was computed with, as their own record does
+    assert manifest["weights"]["teacher_fingerprint"] == record["teacher_fingerprint"]
 
     def no_finetuning(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(finetuned_teacher, "finetune_grid", no_finetuning)
-    again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
-    np.testing.assert_array_equal(again, logits)
+    again = kd_training_data(config, data, data.train, data.train, CPU, log=messages.append)
+    np.testing.assert_array_equal(again.targets, logits)
     assert any("from the cache" in m for m in messages)
     # --kd-alpha weighs the students' loss only: the same teacher and cache serve it
     other_alpha = tiny_config(tmp_path, tiny_teacher_dir, kd_alpha=0.9)
     np.testing.assert_array_equal(
-        kd.teacher_logits(other_alpha, data, data.train, CPU, messages.append), logits)
+        kd_training_data(other_alpha, data, data.train, data.train, CPU).targets, logits)
     # the teacher row's seed-0 run is the same fine-tuned teacher, loaded with its dev result
     # and the rates its grid chose (the transformer's grid, the head's rate fixed)
     _, result, rates = seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
@@ -306,7 +311,7 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     # a given fine-tuned teacher directory is used as is
     given = tiny_config(tmp_path, tiny_teacher_dir, out=tmp_path / "out2",
                         kd_teacher=config.out / FINETUNED_DIR)
-    np.testing.assert_allclose(kd.teacher_logits(given, data, data.train, CPU, messages.append),
+    np.testing.assert_allclose(kd_training_data(given, data, data.train, data.train, CPU).targets,
                                logits, rtol=1e-5, atol=1e-6)
 
 
@@ -314,7 +319,7 @@ def test_teacher_cap_trains_the_teacher_on_fewer_rows_and_scores_all(tmp_path, t
     config = tiny_config(tmp_path, tiny_teacher_dir, teacher_lr_grid=[1e-4])
     data = load_task("MRPC", FIXTURES)
     few = data.train.subset(np.arange(4))
-    logits = kd.teacher_logits(config, data, data.train, CPU, lambda m: None, teacher_train=few)
+    logits = kd_training_data(config, data, data.train, few, CPU).targets
     assert logits.shape == (len(data.train), 2)  # the students' rows, all of them
     (log,) = (config.out / "logs" / "teacher" / "MRPC").iterdir()
     first_epoch = json.loads(log.read_text().splitlines()[0])
