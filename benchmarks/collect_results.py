@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation.report import mean_std_cell, summarize, write_results  # noqa: E402
+from student.directory import CONFIG_NAME, SUMMARY_NAME, WEIGHTS_NAME  # noqa: E402
 
 TASK_ORDER = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
 SINGLE_SENTENCE = ("CoLA", "SST-2")  # where reproduce.sh also scores the student variants
@@ -309,7 +310,7 @@ def model_files(run: Path) -> dict[str, Path]:
     static += sorted(run.glob("glue/*/model2vec/model2vec/*/model.safetensors"))
     if static:
         files["model2vec"] = static[0]
-    for path in sorted(run.glob("students/*/model.safetensors")):
+    for path in sorted(run.glob(f"students/*/{WEIGHTS_NAME}")):
         files[f"student:{path.parent.name}"] = path
     if "student:default" in files:
         files["scratch"] = files["embeddings"] = files["student:default"]
@@ -577,7 +578,7 @@ def main() -> None:
         keep = args.out / "students" / name
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(directory, keep / directory.name)  # metrics.jsonl
-        for file in ("training_summary.json", "config.json"):
+        for file in (SUMMARY_NAME, CONFIG_NAME):
             if (directory.parent / file).is_file():
                 raw = json.loads((directory.parent / file).read_text())
                 (keep / file).write_text(json.dumps(relative(raw, args.run), indent=2) + "\n")
@@ -601,7 +602,7 @@ def main() -> None:
         table, rows = systems_table(args.run, fine_tuned, fine_tasks, probes, probe_scored, speeds)
         (args.out / "systems.md").write_text(table)
         plot_quality_speed(rows, fine_tasks, probe_scored, majority, args.out / "quality_speed.png")
-        summary_file = args.run / "students" / "default" / "training_summary.json"
+        summary_file = args.run / "students" / "default" / SUMMARY_NAME
         cosine = (json.loads(summary_file.read_text())["final"]["val_cosine"]
                   if summary_file.is_file() else None)
         targets = targets_table(fine_tuned, tasks, probes, probe_tasks, majority, speeds, cosine,

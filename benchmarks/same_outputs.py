@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 # keys whose values are expected to differ between two runs of the same code
 VOLATILE = re.compile(r"seconds|time|created|speed|rss|date|command|elapsed|sentences_per_s|wall"
-                      r"|cpu_|started|finished|host|pid")
+                      r"|cpu_|started|finished|host|pid|data_wait|_per_s"
+                      # a glue-eval run record's key: a hash of its inputs, the system's label
+                      # (which holds the output path) among them
+                      r"|^fingerprint$")
 BYTES = {".safetensors", ".arrow", ".npy", ".csv", ".tsv", ".parquet", ".json_bytes"}
 SKIP = {".md", ".png", ".log", ".lock", ".onnx", ".pt"}
 
@@ -74,7 +77,7 @@ def run(out: Path) -> None:
 def scrub(value, roots: list[str]):
     """``value`` without volatile keys, with the output directory's path replaced by OUT."""
     if isinstance(value, dict):
-        return {k: scrub(v, roots) for k, v in value.items() if not VOLATILE.search(k)}
+        return {scrub(k, roots): scrub(v, roots) for k, v in value.items() if not VOLATILE.search(k)}
     if isinstance(value, list):
         return [scrub(v, roots) for v in value]
     if isinstance(value, str):
@@ -92,8 +95,24 @@ def records(path: Path, roots: list[str]):
 
 
 def files(root: Path) -> dict[str, Path]:
-    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*"))
+    """Every compared file by its name under ``root``, the root's own path (as a system's
+    file-system slug spells it) replaced by OUT."""
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(root.resolve()))
+    return {str(p.relative_to(root)).replace(slug, "OUT"): p for p in sorted(root.rglob("*"))
             if p.is_file() and "sra-cache" not in p.parts and p.suffix not in SKIP}
+
+
+def first_difference(a, b, where: str = "") -> str:
+    """Where two parsed JSON values first differ, as a key path."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(a.keys() | b.keys()):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return first_difference(x, y, f"{where}[{i}]")
+    return f"{where}: {str(a)[:80]} != {str(b)[:80]}"
 
 
 def compare(a: Path, b: Path) -> int:
@@ -104,14 +123,17 @@ def compare(a: Path, b: Path) -> int:
     same = 0
     for name in sorted(left.keys() & right.keys()):
         p, q = left[name], right[name]
+        detail = ""
         if p.suffix in (".json", ".jsonl"):
-            equal = records(p, roots) == records(q, roots)
+            left_value, right_value = records(p, roots), records(q, roots)
+            equal = left_value == right_value
+            detail = "" if equal else " " + first_difference(left_value, right_value)
         else:
             equal = p.read_bytes() == q.read_bytes()
         if equal:
             same += 1
         else:
-            differences.append(f"differs: {name}")
+            differences.append(f"differs: {name}{detail}")
     print("\n".join(differences) or "no differences")
     print(f"{same} files identical, {len(differences)} differences")
     return 1 if differences else 0

@@ -9,7 +9,7 @@ A point's CPU hours are its training's user+system time, its probes', and its sh
 (the encode's CPU time times the rows it trained on over the rows encoded).
 
     python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale]
-        [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue DIR]
+        [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue ROW=PATTERN ...]
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 TASKS = ["CoLA", "SST-2", "MRPC", "RTE"]
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from student.directory import SUMMARY_NAME  # noqa: E402
 
 
 def stage_cpu_seconds(run: Path) -> dict[str, float]:
@@ -50,7 +54,7 @@ def students(run: Path) -> list[dict]:
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     encode_cpu = stages.get("encode", 0.0)
     rows = []
-    for path in sorted((run / "students").glob("*/training_summary.json")):
+    for path in sorted((run / "students").glob(f"*/{SUMMARY_NAME}")):
         match = re.fullmatch(r"(.+)-(\d+)", path.parent.name)
         if not match:
             continue
@@ -75,18 +79,32 @@ def students(run: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (r["name"] != "default", r["name"], r["size"]))
 
 
-def glue_rows(glue: Path | None) -> dict:
-    """``{"student": {TASK: [mean, std]}, "scratch": ...}`` from a glue-eval results.json."""
-    if glue is None or not (glue / "results.json").is_file():
-        return {}
-    data = json.loads((glue / "results.json").read_text())
+def glue_rows(specs: list[str]) -> dict:
+    """``{ROW: {TASK: [mean, std]}}`` from ``ROW=PATTERN`` specs, PATTERN a glue-eval output
+    directory with ``{task}`` in it (one system per directory, as scale_study.sh glue and the
+    second edition's reproduce.sh write them); tasks not finished yet are left out."""
     table: dict[str, dict[str, list[float]]] = {}
-    for system, result in data["systems"].items():
-        label = system.split(":", 1)[0]
-        for task, cell in result["tasks"].items():
-            if task in TASKS:
-                table.setdefault(label, {})[task] = [cell["score"]["mean"], cell["score"]["std"]]
+    for spec in specs:
+        row, _, pattern = spec.partition("=")
+        for task in TASKS:
+            path = Path(pattern.format(task=task)) / "results.json"
+            if not path.is_file():
+                continue
+            for result in json.loads(path.read_text())["systems"].values():
+                cell = result["tasks"][task]["score"]
+                table.setdefault(row, {})[task] = [cell["mean"], cell["std"]]
     return table
+
+
+def glue_table(glue: dict) -> list[str]:
+    """The fine-tuned rows as a markdown table: mean ± std over seeds, and the average."""
+    lines = ["| system | " + " | ".join(TASKS) + " | average |", "|---" * (len(TASKS) + 2) + "|"]
+    for row, cells in glue.items():
+        scores = [f"{cells[t][0]:.1f} ± {cells[t][1]:.1f}" if t in cells else "–" for t in TASKS]
+        average = (f"{sum(cells[t][0] for t in TASKS) / len(TASKS):.1f}"
+                   if all(t in cells for t in TASKS) else "–")
+        lines.append(f"| {row} | " + " | ".join(scores) + f" | {average} |")
+    return lines
 
 
 def write_table(rows: list[dict], path: Path) -> None:
@@ -144,7 +162,7 @@ def keep_raw(run: Path, out: Path) -> None:
         label = f"{r['name']}-{r['size']}"
         target = out / "students" / label
         target.mkdir(parents=True, exist_ok=True)
-        for name in ("training_summary.json", "metrics.jsonl"):
+        for name in (SUMMARY_NAME, "metrics.jsonl"):
             shutil.copy(run / "students" / label / name, target / name)
         for probe in sorted((run / "probe" / label).glob("*/probe.json")):
             (target / "probe").mkdir(exist_ok=True)
@@ -157,7 +175,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale")
     parser.add_argument("--encode-json", type=Path, default=None,
                         help="benchmarks/encode_throughput.py --json output (speed and fidelity)")
-    parser.add_argument("--glue", type=Path, default=None, help="a glue-eval output directory")
+    parser.add_argument("--glue", action="append", default=[], metavar="ROW=PATTERN",
+                        help="a fine-tuned row: ROW=DIR with {task} in DIR (repeatable), e.g. "
+                             "student=RUN/glue/{task}/wiki600k")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = students(args.run)
@@ -176,6 +196,10 @@ def main() -> None:
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_table(rows, args.out / "scale.md")
+    if summary["glue"]:
+        with (args.out / "scale.md").open("a") as table:
+            table.write("\nFine-tuned (dev, x100, mean ± std over 3 seeds):\n\n"
+                        + "\n".join(glue_table(summary["glue"])) + "\n")
     if series:
         plot(series, [r for r in rows if r["name"] != "default"], args.out / "scaling.png")
     for name in ("stage_seconds.tsv", "commits.txt"):

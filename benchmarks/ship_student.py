@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from core.teacher import Teacher  # noqa: E402
 from data.corpus import CorpusConfig, CorpusReader  # noqa: E402
 from student import load_student  # noqa: E402
+from student.directory import SUMMARY_NAME  # noqa: E402
 from student.pretrained import PRETRAINED_ROOT  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw"
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--probes", type=Path, default=None)
     parser.add_argument("--sentences", type=int, default=1000)
     args = parser.parse_args()
-    summary = json.loads((args.student / "training_summary.json").read_text())
+    summary = json.loads((args.student / SUMMARY_NAME).read_text())
     manifest = json.loads((Path(summary["train"]["shards"][0]) / "manifest.json").read_text())
     texts = list(CorpusReader(CorpusConfig(sources=[str(CORPUS)], limit=args.sentences)))
 

@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.batching import sorted_batches  # noqa: E402
 from student import SentenceStudent, StudentConfig, StudentEncoder, TrainConfig  # noqa: E402
 from student.config import STUDENT_DEFAULTS  # noqa: E402
 from student.tokenization import load_tokenizer, pad_token_id  # noqa: E402
@@ -46,10 +47,8 @@ class HFEncoder:
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([-len(row) for row in ids], kind="stable")
         out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for batch in sorted_batches([len(row) for row in ids], batch_size):
             padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             hidden = self.model(**padded).last_hidden_state  # (B, T, D)
             mask = padded["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
@@ -138,7 +137,7 @@ def encode_shards(texts: list[str], directory: Path) -> tuple[Path, float]:
     """Shards of ``texts`` made by `pipeline encode` with the default teacher, and its rate
     (sentences/s of the teacher loop)."""
     from data.corpus import CorpusConfig
-    from pipeline.encode import EncodeConfig, run_encode
+    from encoding import EncodeConfig, run_encode
 
     corpus = directory / "sentences.txt"
     corpus.write_text("\n".join(texts) + "\n")

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from student.directory import SUMMARY_NAME  # noqa: E402
+
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 TASKS = ["SST-2", "CoLA", "MRPC", "RTE"]
 TRAIN_ROWS = 4000  # caps SST-2 (67k) and CoLA (8.5k); MRPC (3.7k) and RTE (2.5k) stay whole
@@ -30,7 +32,7 @@ TRAIN_ROWS = 4000  # caps SST-2 (67k) and CoLA (8.5k); MRPC (3.7k) and RTE (2.5k
 
 def agreement(student: Path) -> dict[str, float | None]:
     """The held-out and out-of-domain cosines of the student's final weights, from its run."""
-    path = student / "training_summary.json"
+    path = student / SUMMARY_NAME
     final = json.loads(path.read_text()).get("final", {}) if path.is_file() else {}
     return {"val": final.get("val_cosine"), "ood": final.get("ood_cosine")}
 

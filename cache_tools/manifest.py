@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cache_tools.format import (
     EMBEDDINGS_FILE,
@@ -15,6 +15,8 @@ from cache_tools.format import (
     ShardError,
 )
 from core.io import atomic_write_json, read_json_object
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -31,7 +33,98 @@ class ShardInfo:
 
 
 SENTENCE_VECTORS = "sentence_vectors"  # stage one: a corpus's sentence vectors
-TASK_LOGITS = "task_logits"  # glue-eval's kd cache: a fine-tuned teacher's logits on a task
+# the shard-format kd cache glue-eval wrote before cache_tools.logit_cache: still read and verified
+TASK_LOGITS = "task_logits"
+
+
+def _record(cls: type[R], raw: dict[str, Any], what: str) -> R:
+    """``cls`` from its JSON object; keys this version does not know are ignored (as the
+    manifest's own are), a missing one is a ShardError."""
+    if not isinstance(raw, dict):
+        raise ShardError(f"manifest has a malformed {what} entry (not an object)")
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in raw.items() if k in names})
+    except TypeError as exc:
+        raise ShardError(f"manifest has a malformed {what} entry ({exc})") from None
+
+
+@dataclass
+class SourceRecord:
+    """One corpus source as the corpus key describes it: a path (or the hub's name), and for a
+    file its size and mtime."""
+
+    source: str
+    bytes: int | None = None
+    mtime: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # a hub source has no size or mtime: absent, not null
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class CorpusRecord:
+    """What the sentence list was read from: stage one's corpus key (its sources and the rest of
+    it) and the reader's counters. A kd-logit cache (kind task_logits) has neither sources nor
+    counters: its ``{"task", "split", "rows"}`` land in ``settings``."""
+
+    sources: list[SourceRecord] = field(default_factory=list)
+    # The rest of the corpus key, in its order (text_column, min_words, ..., and exclude,
+    # mix_sources, augment when set). data.corpus owns these names; the shard format only
+    # carries them, so a setting added there reaches the manifest without a change here.
+    settings: dict[str, Any] = field(default_factory=dict)
+    # The reader's counters by name (data.corpus.CorpusStats): a table, not fields, for the same
+    # reason; a manifest written before a counter existed lacks it.
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        # as stage one has always written it: the key (sources first), then "stats"
+        sources = {"sources": [s.to_dict() for s in self.sources]} if self.sources else {}
+        return {**sources, **self.settings, **({"stats": self.stats} if self.stats else {})}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CorpusRecord:
+        settings = {k: v for k, v in raw.items() if k not in ("sources", "stats")}
+        sources = [_record(SourceRecord, s, "corpus source") for s in raw.get("sources", [])]
+        return cls(sources, settings, dict(raw.get("stats", {})))
+
+
+@dataclass
+class OodRecord:
+    """The out-of-domain sentence set: a complete shard directory of its own under OUT/ood."""
+
+    dir: str
+    num_rows: int
+    settings_fingerprint: str  # its manifest's: verify checks that the same run wrote both
+    sources: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AugmentRecord:
+    """`encode --augment N`: the file of every row's source row, beside the shards."""
+
+    variants: int
+    file: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExtraRecord:
+    """Information only, in no identity or fingerprint."""
+
+    # what ran the teacher (torch or onnx: the same vectors); None in a kd-logit cache and in
+    # directories written before backends existed
+    teacher_backend: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -49,7 +142,7 @@ class Manifest:
     dtype: str
     max_length: int
     format: str
-    corpus: dict[str, Any]
+    corpus: CorpusRecord
     corpus_fingerprint: str
     settings_fingerprint: str
     shards: list[ShardInfo]
@@ -64,18 +157,27 @@ class Manifest:
     # Absent ("") in directories written before it existed: rerun the same encode command to add it.
     contextual_file: str = ""
     contextual_sha256: str = ""
-    # The out-of-domain sentence set (a shard directory under OUT/ood): {"dir", "num_rows", ...}.
-    ood: dict[str, Any] = field(default_factory=dict)
-    # `encode --augment N`: {"variants": N, "file": AUGMENT_FILE, "sha256": ...}; empty without.
-    augment: dict[str, Any] = field(default_factory=dict)
+    # `encode --ood-corpus`; None without (written as {}, as before the records)
+    ood: OodRecord | None = None
+    # `encode --augment N`; None without (written as {})
+    augment: AugmentRecord | None = None
     created: str = ""
     encode_seconds: float = 0.0
     format_version: int = FORMAT_VERSION
     kind: str = SENTENCE_VECTORS  # absent in every manifest written before kinds existed
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: ExtraRecord = field(default_factory=ExtraRecord)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.corpus, dict):  # evaluation.kd passes its task split as a plain dict
+            self.corpus = CorpusRecord.from_dict(self.corpus)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**raw, "corpus": self.corpus.to_dict(),
+                "shards": [dataclasses.asdict(s) for s in self.shards],
+                "ood": self.ood.to_dict() if self.ood else {},
+                "augment": self.augment.to_dict() if self.augment else {},
+                "extra": self.extra.to_dict()}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:
@@ -90,6 +192,14 @@ class Manifest:
             data["shards"] = [ShardInfo(**s) for s in raw["shards"]]
         except TypeError as exc:
             raise ShardError(f"manifest has a malformed shard entry ({exc})") from None
+        if not isinstance(raw["corpus"], dict):
+            raise ShardError("manifest has a malformed corpus entry (not an object)")
+        data["corpus"] = CorpusRecord.from_dict(raw["corpus"])
+        # {} (or absent, in older manifests) means none
+        data["ood"] = _record(OodRecord, raw["ood"], "ood") if raw.get("ood") else None
+        augment = raw.get("augment")
+        data["augment"] = _record(AugmentRecord, augment, "augment") if augment else None
+        data["extra"] = _record(ExtraRecord, raw.get("extra", {}), "extra")
         return cls(**data)
 
 

@@ -250,16 +250,16 @@ class ShardDirectory:
 
     def source_ids(self) -> np.ndarray:
         """(N,) int64: the row each row was made from (``encode --augment``); else each its own."""
-        if not self.manifest.augment:
+        if self.manifest.augment is None:
             return np.arange(self.manifest.num_rows, dtype=np.int64)
-        return np.load(self.path / self.manifest.augment["file"])
+        return np.load(self.path / self.manifest.augment.file)
 
     @property
     def ood_directory(self) -> ShardDirectory | None:
         """The out-of-domain sentences encoded beside the corpus (``encode --ood-corpus``)."""
-        if not self.manifest.ood:
+        if self.manifest.ood is None:
             return None
-        return ShardDirectory(self.path / self.manifest.ood["dir"])
+        return ShardDirectory(self.path / self.manifest.ood.dir)
 
     def read(self, index: int, with_text: bool = False) -> ShardData:
         return read_shard(self.shard_paths[index], with_text=with_text)

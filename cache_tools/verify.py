@@ -60,11 +60,11 @@ def verify_directory(directory: str | Path, full: bool = True) -> VerifyReport:
         expected_id += info.num_rows
     if expected_id != manifest.num_rows:
         raise ShardError(f"manifest totals {manifest.num_rows} rows, shards hold {expected_id}")
-    if manifest.augment:
-        _check_sources(shards.path / manifest.augment["file"], manifest, full)
-    if manifest.ood:
+    if manifest.augment is not None:
+        _check_sources(shards.path / manifest.augment.file, manifest, full)
+    if manifest.ood is not None:
         ood = shards.ood_directory
-        if ood.manifest.settings_fingerprint != manifest.ood.get("settings_fingerprint"):
+        if ood.manifest.settings_fingerprint != manifest.ood.settings_fingerprint:
             raise ShardError(f"{ood.path}: written by a different encode run than its parent")
         verify_directory(ood.path, full)
     return VerifyReport(len(manifest.shards), manifest.num_rows, manifest.num_bytes, full)
@@ -164,7 +164,7 @@ def _check_sources(path: Path, manifest: Manifest, full: bool) -> None:
                          "int64")
     if not full:
         return
-    if sha256_file(path) != manifest.augment.get("sha256"):
+    if sha256_file(path) != manifest.augment.sha256:
         raise ShardError(f"{path}: sha256 mismatch (corrupt augmentation sources)")
     rows = np.arange(len(sources))
     if (sources > rows).any() or (sources < 0).any() or (sources[sources] != sources).any():

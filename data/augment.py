@@ -1,26 +1,47 @@
-"""More teacher targets from the same text (Tang et al. 2019, "Distilling Task-Specific Knowledge
-from BERT into Simple Neural Networks", section 3.3): variants of a sentence made by masking words,
-dropping words and sampling an n-gram of it. The teacher encodes each variant like any sentence;
-the student then sees how the teacher's vector moves when words are hidden or cut away.
+"""Variants of a sentence for distillation (Tang et al. 2019, "Distilling Task-Specific Knowledge
+from BERT into Simple Neural Networks", section 3.3): words masked, words dropped or replaced by
+a word of the same part of speech, and an n-gram of the sentence sampled.
+
+Two users, one set of rules (:func:`augment_sentence`): ``encode --augment``
+(:func:`augment_corpus`: words masked or dropped; the student sees how the teacher's vector moves
+when words are hidden or cut away) and the transfer set of task-specific distillation
+(:func:`augment_split`, Tang's rules: masking, POS-guided replacement, n-gram sampling; the
+variants are labelled by the teacher alone).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
+from core.errors import UserError
+from data.glue import GlueSplit
+from data.pos import TEXTBLOB, PosVocabulary, get_tagger
+
 P_MASK = 0.1  # a word becomes the mask token
-P_DROP = 0.1  # a word is left out (word dropout)
+P_DROP = 0.1  # a word is left out (word dropout), or, given a replacer, replaced (Tang's p_pos)
 P_NGRAM = 0.25  # the variant is cut down to one n-gram of it
 MAX_NGRAM = 5  # n is drawn uniformly from 1..MAX_NGRAM
 
+# (word position, rng) -> the word that replaces it, None to keep it (a word of no known tag)
+Replacer = Callable[[int, np.random.Generator], "str | None"]
 
-def augment_sentence(text: str, rng: np.random.Generator, mask_token: str) -> str:
-    """One variant of ``text``: words masked with P_MASK or dropped with P_DROP, then, with
-    P_NGRAM, only an n-gram (n in 1..5) of what is left. Never empty."""
+
+def augment_sentence(text: str, rng: np.random.Generator, mask_token: str,
+                     replace: Replacer | None = None) -> str:
+    """One variant of ``text``: each word masked with P_MASK, else with P_DROP dropped (no
+    ``replace``) or replaced by ``replace``; then, with P_NGRAM, only an n-gram (n in 1..5) of
+    what is left. Never empty. Without ``replace`` the draws are encode's as they always were."""
     words = text.split()
     draws = rng.random(len(words))
-    dropped = (draws >= P_MASK) & (draws < P_MASK + P_DROP)
-    kept = [mask_token if d < P_MASK else w for w, d, drop in zip(words, draws, dropped) if not drop]
+    second = (draws >= P_MASK) & (draws < P_MASK + P_DROP)
+    if replace is None:
+        kept = [mask_token if d < P_MASK else w for w, d, drop in zip(words, draws, second) if not drop]
+    else:  # in word order, so the replacements' draws are seeded like the rest
+        kept = [mask_token if d < P_MASK else ((replace(i, rng) or w) if swap else w)
+                for i, (w, d, swap) in enumerate(zip(words, draws, second))]
     if not kept:
         kept = [mask_token]
     if rng.random() < P_NGRAM:
@@ -46,3 +67,54 @@ def augment_corpus(texts: list[str], variants: int, mask_token: str, seed: int =
             rows.append(augment_sentence(text, rng, mask_token))
             sources.append(source)
     return rows, np.asarray(sources, dtype=np.int64)
+
+
+# -- the transfer set of task-specific distillation --------------------------------------------
+@dataclass(frozen=True)
+class TransferSettings:
+    """``--augment N``: N variants of every training row, labelled by the teacher's logits
+    alone. ``variants=0``: no transfer set, the training rows only."""
+
+    variants: int = 0
+    seed: int = 0
+    tagger: str = TEXTBLOB  # the POS tagger of the replacement rule (data.pos)
+
+    def __post_init__(self) -> None:
+        if self.variants < 0:
+            raise UserError(f"--augment must be 0 or more, got {self.variants}")
+
+    def identity(self) -> dict | None:
+        """What makes the variants: in the kd cache's key and a +kd run's fingerprint. None
+        without variants, so that runs without a transfer set keep their fingerprints."""
+        if not self.variants:
+            return None
+        return {"variants": self.variants, "seed": self.seed, "tagger": self.tagger,
+                "p_mask": P_MASK, "p_pos": P_DROP, "p_ngram": P_NGRAM, "max_ngram": MAX_NGRAM}
+
+
+def augment_split(split: GlueSplit, settings: TransferSettings, mask_token: str,
+                  vocabulary: PosVocabulary | None = None) -> GlueSplit:
+    """``settings.variants`` variants of every row by Tang's rules, unlabelled; row
+    ``i * variants + k`` is variant k of row i, and a pair's variant has both sides varied.
+    ``vocabulary``: the training words by tag (default: ``split``'s, tagged by the settings'
+    tagger)."""
+    if vocabulary is None:
+        tagger = get_tagger(settings.tagger)
+        vocabulary = PosVocabulary(split.text_a + (split.text_b or []), tagger)
+    rng = np.random.default_rng(settings.seed)
+    sides = [split.text_a] if split.text_b is None else [split.text_a, split.text_b]
+    varied: list[list[str]] = [[] for _ in sides]
+    index = []
+    for row in range(len(split)):
+        for copy in range(settings.variants):
+            for side, out in zip(sides, varied, strict=True):
+                out.append(augment_sentence(side[row], rng, mask_token,
+                                            _pos_replacer(vocabulary, side[row])))
+            index.append(f"{split.index[row]}-aug{copy}")
+    return GlueSplit(split.task, f"{split.split}-augmented", varied[0],
+                     varied[1] if len(varied) > 1 else None, None, index)
+
+
+def _pos_replacer(vocabulary: PosVocabulary, text: str) -> Replacer:
+    tags = vocabulary.tags(text)
+    return lambda position, rng: vocabulary.draw(tags[position], rng)

@@ -1,4 +1,5 @@
-"""Sentence encoders being fine-tuned: the BiLSTM student and the BERT teacher, behind one interface.
+"""Sentence encoders being fine-tuned: the BiLSTM student and the teacher (BERT, MPNet, ...),
+behind one interface.
 
 A backbone tokenizes a split once (ragged token id arrays) and encodes padded batches of ids:
 ``forward(ids (B, T), lengths (B,)) -> (B, dim)``. Both keep their own tokenizer, special tokens
@@ -64,7 +65,7 @@ class TeacherBackbone(Backbone):
         self._tokenize = teacher.tokenize
         self.pooling, self.normalize, self.layer = teacher.pooling, teacher.normalize, teacher.layer
         self.dim = teacher.dim
-        self.pad_id = int(teacher.tokenizer.pad_token_id or 0)
+        self.pad_id = teacher.pad_id  # MPNet counts its positions from it: never assume 0
 
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
         return [np.asarray(ids, dtype=np.int64) for ids in self._tokenize(list(texts))]
@@ -72,17 +73,9 @@ class TeacherBackbone(Backbone):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         steps = torch.arange(ids.size(1), device=ids.device)  # (T,)
         mask = (steps.unsqueeze(0) < lengths.to(ids.device).unsqueeze(1)).long()  # (B, T)
+        # no token_type_ids: BERT's default is all zeros (one segment), MPNet takes none
         output = self.model(
             input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1
         )
         hidden = output.last_hidden_state if self.layer == -1 else output.hidden_states[self.layer]
         return pool(hidden.float(), mask, self.pooling, self.normalize)  # (B, D)
-
-
-def pad_batch(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ragged token ids -> padded ids (B, T) long and lengths (B,) long."""
-    lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long)
-    ids = torch.full((len(rows), max(int(lengths.max()), 1)), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-    return ids, lengths

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -40,8 +39,8 @@ from data.glue import GlueSplit, GlueTask
 from data.user_task import Columns, make_task
 from evaluation.backbones import StudentBackbone
 from evaluation.finetune import FinetuneResult, encode_split, predict
+from evaluation.finetuned_teacher import load_finetuned_teacher, save_finetuned_teacher
 from evaluation.heads import TaskHead, TaskModel
-from evaluation.systems import load_finetuned_teacher, save_finetuned_teacher
 
 CLASSIFIER_FILE = "classifier.json"
 ENCODER_DIR = "encoder"
@@ -195,7 +194,7 @@ def load_classifier(directory: str | Path, device: str | torch.device | None = N
     head_meta = meta["head"]
     encoder = directory / meta["encoder"]["path"]
     if meta["encoder"]["kind"] == "teacher":
-        model = load_finetuned_teacher(encoder, task, SimpleNamespace(dropout=head_meta["dropout"]))
+        model = load_finetuned_teacher(encoder, task, head_meta["dropout"])
     else:
         from student import load_student
 

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.batching import batches, pad_batch, sorted_batches
 from core.device import autocast_context
 from core.optim import OptimStep, warmup_linear_lr
 from data.glue import GlueSplit, GlueTask
-from evaluation.backbones import Backbone, pad_batch
+from evaluation.backbones import Backbone
 from evaluation.heads import TaskModel
 from evaluation.metrics import predictions_from_outputs, split_metrics, task_score
 
@@ -53,6 +54,7 @@ class Encoded:
     tokens_b: list[np.ndarray] | None
     labels: np.ndarray | None  # (N,)
     targets: np.ndarray | None = None  # (N, C) teacher logits for distillation
+    gold: np.ndarray | None = None  # (N,) bool: rows with a gold label (None: all of them)
 
     def __len__(self) -> int:
         return len(self.tokens_a)
@@ -223,8 +225,8 @@ def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimSte
     """One pass over ``train`` in a random order; its steps are numbered from ``first_step``."""
     model.train()
     total, count = 0.0, 0
-    batches = _batches(rng.permutation(len(train)), settings.batch_size)
-    for step, rows in enumerate(batches, start=first_step):
+    order = batches(rng.permutation(len(train)), settings.batch_size)
+    for step, rows in enumerate(order, start=first_step):
         ids, lengths = _collate(train, rows, model.backbone.pad_id)
         with autocast_context(device):
             outputs = model(ids.to(device), lengths)  # (B, C)
@@ -238,8 +240,12 @@ def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimSte
 def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.ndarray,
               kd_alpha: float, device: torch.device) -> torch.Tensor:
     """Cross-entropy (MSE for STS-B) on the labels; with teacher logits, Tang et al. (2019):
-    ``alpha * hard + (1 - alpha) * MSE(student logits, teacher logits)``."""
+    ``alpha * hard + (1 - alpha) * MSE(student logits, teacher logits)``. A row without a gold
+    label (a transfer-set variant, ``data.gold`` False) has no hard term: the teacher's logits
+    alone label it."""
     labels = torch.as_tensor(data.labels[rows], device=device)  # (B,)
+    if data.gold is not None and data.targets is not None:
+        return _masked_kd_loss(task, outputs, data, rows, labels, kd_alpha, device)
     if task.regression:
         hard = nn.functional.mse_loss(outputs[:, 0], labels.float())
     else:
@@ -250,13 +256,27 @@ def task_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.nda
     return kd_alpha * hard + (1.0 - kd_alpha) * nn.functional.mse_loss(outputs, targets)
 
 
+def _masked_kd_loss(task: GlueTask, outputs: torch.Tensor, data: Encoded, rows: np.ndarray,
+                    labels: torch.Tensor, kd_alpha: float, device: torch.device) -> torch.Tensor:
+    """The batch mean of ``alpha * gold * hard + (1 - alpha) * MSE`` per row: the same mix as
+    above where every row has its label, the distillation term alone where it has none."""
+    if task.regression:
+        hard = nn.functional.mse_loss(outputs[:, 0], labels.float(), reduction="none")  # (B,)
+    else:
+        hard = nn.functional.cross_entropy(outputs, labels.long(), reduction="none")  # (B,)
+    gold = torch.as_tensor(data.gold[rows], device=device, dtype=torch.float32)  # (B,)
+    targets = torch.as_tensor(data.targets[rows], device=device, dtype=torch.float32)  # (B, C)
+    soft = nn.functional.mse_loss(outputs, targets, reduction="none").mean(dim=1)  # (B,)
+    return (kd_alpha * gold * hard + (1.0 - kd_alpha) * soft).mean()
+
+
 @torch.inference_mode()
 def predict(model: TaskModel, data: Encoded, batch_size: int, device: torch.device) -> np.ndarray:
     """Model outputs (N, C) in the order of ``data``; batches of similar length for speed."""
     model.eval().to(device)
-    order = np.argsort(-data.lengths(), kind="stable")
     outputs = np.zeros((len(data), model.head.num_outputs), dtype=np.float32)
-    for rows in _batches(order, batch_size * EVAL_BATCH_FACTOR):
+    # a pair's length is its longer side's: both sides of a row share the batch
+    for rows in sorted_batches(data.lengths(), batch_size * EVAL_BATCH_FACTOR):
         ids, lengths = _collate(data, rows, model.backbone.pad_id)
         with autocast_context(device):
             outputs[rows] = model(ids.to(device), lengths).float().cpu().numpy()
@@ -273,9 +293,6 @@ def evaluate(model: TaskModel, task: GlueTask, dev: dict[str, Encoded], batch_si
     return metrics
 
 
-def _batches(order: np.ndarray, size: int):
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
 
 
 def _collate(data: Encoded, rows: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

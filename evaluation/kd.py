@@ -1,128 +1,213 @@
-"""Task-specific distillation targets: a fine-tuned teacher's logits on a task's training set.
+"""Task-specific distillation (Tang et al. 2019): a fine-tuned teacher's logits on a task's
+transfer set, computed once and shared.
 
-The logits are computed once, by stage one's sharded map (so under torchrun every rank computes
-its own shards), and cached in the shard format of stage one (``vector`` = the logits, ``text`` =
-sentence 1, or sentence 1 TAB sentence 2 for pairs, ``input_ids`` = the teacher's ids of sentence
-1 then sentence 2) under ``OUT/kd-cache/<TASK>-<key>/``. The key is a
-fingerprint of the teacher (its weights, and the fine-tuning settings when glue-eval fine-tunes
-it), the task and the training data, so a rerun with the same inputs reuses the cache.
+The transfer set is the training rows and, with ``--augment N``, N variants of each
+(:func:`data.augment.augment_split`: masking, POS-guided word replacement, n-gram sampling). The
+teacher's logits on it are cached in the kd-logit format (:mod:`cache_tools.logit_cache`) under
+``KD_CACHE/<TASK>-<key>/``; the key is a fingerprint of the teacher's identity (for the seed-0
+teacher glue-eval or finetune fine-tune: the base weights, the fine-tuning settings and data;
+for a given fine-tuned teacher: its weights), the training rows and the transfer-set settings.
+So every ``+kd`` system, seed and run pointed at the same ``--kd-cache`` reads one entry, and a
+cache hit needs no teacher at all (not even its fine-tuning).
+
+The variants are labelled by the teacher alone: a run trains on the training rows with their gold
+labels and the teacher's logits, and on the variants with the distillation term only
+(:class:`evaluation.engine.TrainingData` ``gold``, :func:`evaluation.finetune.task_loss`).
+
+Under torchrun rank 0 alone fine-tunes the teacher and computes the logits (the teacher is run
+once per entry, and GLUE's largest set with variants is minutes of inference), while the others
+wait; then every rank reads the entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cache_tools.format import MANIFEST_NAME
-from cache_tools.manifest import TASK_LOGITS, Manifest, write_manifest
-from cache_tools.reader import ShardDirectory
-from cache_tools.sharded_map import PreparedShard, ShardedMap
+from cache_tools.logit_cache import LogitEntry, cached_entry, read_entry
 from core.distributed import DistContext
 from core.errors import UserError
 from core.io import fingerprint, sha256_file
-from core.teacher import teacher_spec
+from data.augment import TransferSettings, augment_split
 from data.glue import GlueSplit, TaskData
-from evaluation.config import EvalConfig
-from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid, predict
-from evaluation.heads import TaskModel
-from evaluation.report import append_jsonl, run_log_path
-from evaluation.systems import (
+from data.pos import get_tagger
+from evaluation.engine import TrainingData
+from evaluation.finetune import encode_split, predict
+from evaluation.finetuned_teacher import (
+    FINETUNED_DIR,
     HEAD_FILE,
-    TEACHER,
-    build_model,
+    base_teacher_source,
     finetuned_teacher_meta,
     load_finetuned_teacher,
-    save_finetuned_teacher,
+    seed0_teacher,
+    split_fingerprint,
 )
+from evaluation.heads import TaskModel
+from evaluation.settings import Recipe
+from evaluation.systems import Builder
 
 CACHE_DIR = "kd-cache"
-FINETUNED_DIR = "finetuned-teacher"
-TEACHER_SEED = 0
+# Rows tokenized and predicted at once: the shards of the cache this one replaced held as many,
+# so the batches, and the logits without variants, are what they were.
+CHUNK_ROWS = 4096
+FALLBACK_MASK = "[MASK]"  # a teacher whose tokenizer names no mask (a student classifier)
 
 
-def split_fingerprint(split: GlueSplit) -> str:
-    labels = None if split.labels is None else split.labels.tolist()
-    return fingerprint([split.text_a, split.text_b, labels])
+@dataclass(frozen=True)
+class KdTeacher:
+    """A fine-tuned teacher for distillation: what identifies it in the cache key, and how to
+    get it (called on a cache miss only: it may fine-tune for hours)."""
+
+    source: dict
+    load: Callable[[], TaskModel]
 
 
-def teacher_logits(
-    config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-    log: Callable[[str], None], ctx: DistContext | None = None,
-    teacher_train: GlueSplit | None = None,
-) -> np.ndarray:
-    """(N, C) teacher logits for ``train`` (C = 1 for STS-B), from the cache when possible.
+@dataclass(frozen=True)
+class LogitJob:
+    """Where one task's entry lives and how it is computed: the cache root, the transfer-set
+    settings, the prediction batch size, the device and the command that records it."""
 
-    The teacher is fine-tuned on ``teacher_train`` (default: ``train``; smaller under
-    ``--teacher-max-train-samples``). The logits are computed through stage one's sharded map:
-    under torchrun rank 0 fine-tunes the teacher (once) while the others wait, then every rank
-    predicts its own shards of ``train``.
-    """
+    cache: Path
+    transfer: TransferSettings
+    batch_size: int
+    device: torch.device
+    command: str = ""
+
+
+def transfer_data(teacher: KdTeacher, data: TaskData, train: GlueSplit, job: LogitJob,
+                  log: Callable[[str], None], ctx: DistContext | None = None) -> TrainingData:
+    """The rows a ``+kd`` run trains on (``train``, then its variants) and the teacher's (R, C)
+    logits on them, from the cache entry (filled first by rank 0 if missing)."""
     ctx = ctx or DistContext()
-    teacher_train = train if teacher_train is None else teacher_train
+    task = data.task.name
+    key = fingerprint({"teacher": teacher.source, "task": task, "train": split_fingerprint(train),
+                       "transfer": job.transfer.identity()})
+    directory = job.cache / f"{task}-{key}"
+    meta = {"key": key, "task": task, "split": train.split, "teacher": teacher.source,
+            "transfer": job.transfer.identity(), "command": job.command}
+
+    def fill() -> LogitEntry:
+        entry, computed = cached_entry(
+            directory, lambda: _compute(teacher.load(), train, job, meta, log))
+        log(f"{task}: teacher logits {'cached in' if computed else 'from the cache'} {directory}")
+        return entry
+
+    entry = ctx.main_first(fill) or read_entry(directory)  # the other ranks read what rank 0 wrote
+    return training_rows(data, train, entry, job.transfer)
+
+
+def _compute(model: TaskModel, train: GlueSplit, job: LogitJob, meta: dict,
+             log: Callable[[str], None]) -> LogitEntry:
+    rows, variants = train, job.transfer.variants
+    made_with = {}  # what the variants were made with, for the record
+    if variants:
+        mask = _mask_token(model)
+        varied = augment_split(train, job.transfer, mask)
+        log(f"{train.task}: {len(varied)} variants ({variants} per training row: masking, "
+            "POS-guided replacement, n-gram sampling), labelled by the teacher alone")
+        rows = _concat(train, varied)
+        made_with = {"tagger": get_tagger(job.transfer.tagger).name, "mask_token": mask}
+    logits = _predict_chunks(model, rows, job)  # (R, C)
+    originals = np.arange(len(train))
+    source = np.concatenate([originals, np.repeat(originals, variants)])  # (R,)
+    variant = np.concatenate([np.zeros(len(train), np.int32),
+                              np.tile(np.arange(1, variants + 1, dtype=np.int32), len(train))])
+    teacher = getattr(model.backbone, "teacher", None)  # the fine-tuned weights, for the record
+    weights = None if teacher is None else teacher.identify().to_dict()
+    extra = {"weights": weights, **({"variants": made_with} if made_with else {}),
+             "created": datetime.now(UTC).isoformat(timespec="seconds")}
+    text_a = rows.text_a[len(train):]
+    text_b = None if rows.text_b is None else rows.text_b[len(train):]
+    return LogitEntry(logits, source, variant, text_a, text_b, {**meta, **extra})
+
+
+def _predict_chunks(model: TaskModel, rows: GlueSplit, job: LogitJob) -> np.ndarray:
+    """(R, C) logits, CHUNK_ROWS rows tokenized and predicted at a time."""
+    chunks = (rows.subset(np.arange(lo, min(lo + CHUNK_ROWS, len(rows))))
+              for lo in range(0, len(rows), CHUNK_ROWS))  # one chunk's tokens at a time
+    return np.concatenate([predict(model, encode_split(model.backbone, chunk), job.batch_size,
+                                   job.device) for chunk in chunks])
+
+
+def _concat(train: GlueSplit, varied: GlueSplit) -> GlueSplit:
+    """The training rows, then the (unlabelled) variants."""
+    text_b = None if train.text_b is None else train.text_b + varied.text_b
+    return GlueSplit(train.task, f"{train.split}+variants", train.text_a + varied.text_a, text_b,
+                     None, train.index + varied.index)
+
+
+def _mask_token(model: TaskModel) -> str:
+    """The teacher tokenizer's mask token (else its unknown token): what it reads as "a word
+    was here"; the students' tokenizers are the teacher's, so they read it alike."""
+    tokenizer = getattr(model.backbone, "tokenizer", None)
+    return (getattr(tokenizer, "mask_token", None) or getattr(tokenizer, "unk_token", None)
+            or FALLBACK_MASK)
+
+
+def training_rows(data: TaskData, train: GlueSplit, entry: LogitEntry,
+                  transfer: TransferSettings) -> TrainingData:
+    """The entry as a run's TrainingData: without variants the training rows and their logits
+    (as before the transfer set existed); with them, the variants after the training rows, a
+    placeholder label each (never used: ``gold`` is False for them)."""
+    if entry.originals != len(train):
+        raise UserError(f"kd cache entry for {data.task.name}: {entry.originals} training rows, "
+                        f"not {len(train)}; delete it to recompute")
+    if not entry.text_a:
+        return TrainingData(data, train, entry.logits)
+    added = len(entry.text_a)
+    index = [f"{train.index[s]}-aug{v - 1}" for s, v in
+             zip(entry.source[len(train):], entry.variant[len(train):], strict=True)]
+    labels = np.concatenate([train.labels, np.zeros(added, dtype=train.labels.dtype)])  # (R,)
+    text_b = None if train.text_b is None else train.text_b + entry.text_b
+    rows = GlueSplit(train.task, f"{train.split}+variants", train.text_a + entry.text_a, text_b,
+                     labels, train.index + index)
+    return TrainingData(data, rows, entry.logits, gold=entry.variant == 0, transfer=transfer)
+
+
+# -- the teachers -------------------------------------------------------------------------------
+def seed0_kd_teacher(builder: Builder, recipe: Recipe, data: TaskData, teacher_train: GlueSplit,
+                     device: torch.device, log: Callable[[str], None]) -> KdTeacher:
+    """The teacher fine-tuned with seed 0 on ``teacher_train`` (kept under the builder's cache),
+    named by what makes it: fine-tuned only on a cache miss."""
+    source = base_teacher_source(builder, recipe, data, teacher_train)
+
+    def load() -> TaskModel:
+        model, result, _ = seed0_teacher(builder, recipe, data, teacher_train, device, log, source)
+        log(f"{data.task.name}: KD teacher dev score {result.score:.2f}")
+        return model
+
+    return KdTeacher(source, load)
+
+
+def given_kd_teacher(root: Path, data: TaskData, dropout: float) -> KdTeacher:
+    """A fine-tuned teacher glue-eval saved (``root/<TASK>/`` or ``root``), named by its weights
+    (the same identity as any teacher's: weights, tokenizer, pooling) and its head."""
     task = data.task
-    model = None
-    if config.kd_teacher is not None:
-        directory = _given_teacher_dir(config.kd_teacher, task.name)
-        model = load_finetuned_teacher(directory, task, config)
-        # the same identity as any teacher's (its weights, tokenizer and pooling), and its head
-        source = {"finetuned": model.backbone.teacher.spec.identity(),
-                  "head": sha256_file(directory / HEAD_FILE)}
-    else:
-        directory = config.out / FINETUNED_DIR / task.name
-        source = _base_teacher_source(config, data, teacher_train)
-    key = fingerprint({"teacher": source, "task": task.name, "train": split_fingerprint(train)})
-    cache = config.out / CACHE_DIR / f"{task.name}-{key}"
-    if (cache / MANIFEST_NAME).is_file():
-        log(f"{task.name}: teacher logits from the cache {cache}")
-        return read_logits(cache, len(train))
-    failure = None
-    if ctx.is_main and config.kd_teacher is None:
-        try:
-            model, _, _ = seed0_teacher(config, data, teacher_train, device, log, source)
-        except UserError as exc:
-            failure = exc
-    if not ctx.all_ok(failure is None):
-        raise failure or UserError("rank 0 could not fine-tune the teacher; see its message")
-    model = model or load_finetuned_teacher(directory, task, config)
-    shards = ShardedMap(cache, len(train), config.kd_shard_rows, "arrow", "float32")
-
-    def prepare(lo: int, hi: int) -> PreparedShard:
-        part = train.subset(np.arange(lo, hi))
-        encoded = encode_split(model.backbone, part)
-        texts = part.text_a if part.text_b is None else [
-            f"{a}\t{b}" for a, b in zip(part.text_a, part.text_b, strict=True)]
-        tokens = encoded.tokens_a if encoded.tokens_b is None else [
-            np.concatenate([a, b]) for a, b in zip(encoded.tokens_a, encoded.tokens_b, strict=True)]
-        return PreparedShard(texts, tokens, encoded)
-
-    def compute(index: int, prepared: PreparedShard) -> np.ndarray:
-        return predict(model, prepared.payload, config.batch_size, device)  # (rows, C)
-
-    shards.run(ctx, prepare, compute, {"settings_fingerprint": key, "kind": TASK_LOGITS,
-                                       "task": train.task, "num_shards": shards.num_shards})
-    ctx.barrier()  # every rank's shards are in place
-    if ctx.is_main:
-        write_logits_manifest(cache, shards, train, model, key, config.command)
-        log(f"{task.name}: teacher logits cached in {cache}")
-    ctx.barrier()
-    return read_logits(cache, len(train))
+    directory = _given_teacher_dir(root, task.name)
+    model = load_finetuned_teacher(directory, task, dropout)
+    source = {"finetuned": model.backbone.teacher.spec.identity(),
+              "head": sha256_file(directory / HEAD_FILE)}
+    return KdTeacher(source, lambda: model)
 
 
-def _base_teacher_source(config: EvalConfig, data: TaskData, train: GlueSplit) -> dict:
-    """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
-    base = teacher_spec(config.teacher)  # loaded and hashed once per process, not per task
-    # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
-    settings = {k: v for k, v in vars(config.train_settings(teacher=True, seed=TEACHER_SEED)).items()
-                if k not in ("kd_alpha", "lr", "encoder_lr")}
-    settings["grid"] = config.grid(teacher=True)
-    return {"base": base.name, "fingerprint": base.teacher_fingerprint, "settings": settings,
-            "head_hidden": config.head_hidden, "dropout": config.dropout,
-            "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
-            "train": split_fingerprint(train)}
+def classifier_kd_teacher(directory: Path, model: TaskModel) -> KdTeacher:
+    """A classifier `pipeline finetune` saved, named by the content of its weight files."""
+    files = sorted(p for p in Path(directory).rglob("*")
+                   if p.is_file() and _is_weights(directory, p))
+    hashes = {str(p.relative_to(directory)): sha256_file(p) for p in files}
+    source = {"classifier": fingerprint(hashes)}
+    return KdTeacher(source, lambda: model)
+
+
+def _is_weights(directory: Path, path: Path) -> bool:
+    """What makes a classifier's outputs: its encoder/ and its head (not its reports)."""
+    relative = path.relative_to(directory)
+    return relative.parts[0] == "encoder" or relative.name == HEAD_FILE
 
 
 def _given_teacher_dir(root: Path, task: str) -> Path:
@@ -133,69 +218,3 @@ def _given_teacher_dir(root: Path, task: str) -> Path:
         f"--kd-teacher {root}: no fine-tuned {task} teacher (expected {root / task} as written "
         f"by glue-eval under OUT/{FINETUNED_DIR}/{task})"
     )
-
-
-def seed0_teacher(config: EvalConfig, data: TaskData, train: GlueSplit, device: torch.device,
-                  log: Callable[[str], None], source: dict | None = None,
-                  ) -> tuple[TaskModel, FinetuneResult, dict]:
-    """The teacher fine-tuned with seed 0 (its rate chosen on dev over the teacher's grid),
-    shared by the ``teacher`` row and ``+kd``; returns the model, its result and its rates
-    (:meth:`GridResult.rates`).
-
-    It is saved under ``OUT/finetuned-teacher/<TASK>/`` with its dev result, and reused while the
-    base teacher, the settings and the data stay the same (the costliest run is done once).
-    ``source`` is ``_base_teacher_source`` when the caller has it already.
-    """
-    task = data.task
-    key = fingerprint(source or _base_teacher_source(config, data, train))
-    directory = config.out / FINETUNED_DIR / task.name
-    meta = finetuned_teacher_meta(directory)
-    if meta is not None and meta.get("settings_fingerprint") == key and meta.get("rates"):
-        log(f"{task.name}: fine-tuned teacher (seed {TEACHER_SEED}) from {directory}")
-        return (load_finetuned_teacher(directory, task, config), FinetuneResult(**meta["result"]),
-                meta["rates"])
-    log(f"{task.name}: fine-tuning the teacher (seed {TEACHER_SEED})")
-    build = FreshModels(lambda: build_model(TEACHER, task, config, TEACHER_SEED))
-    tokenizer = build.first.backbone
-    dev = {suffix: encode_split(tokenizer, split) for suffix, split in data.dev.items()}
-    log_path = run_log_path(config.out, TEACHER.slug, task.name, TEACHER_SEED)
-    log_path.unlink(missing_ok=True)
-    rates, encoder_rates = config.grid(teacher=True)
-    grid = finetune_grid(build, task, encode_split(tokenizer, train), dev,
-                         config.train_settings(teacher=True, seed=TEACHER_SEED), rates, device,
-                         encoder_rates, log=lambda record: append_jsonl(log_path, record))
-    save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates())
-    return grid.model, grid.result, grid.rates()
-
-
-def write_logits_manifest(cache: Path, shards: ShardedMap, train: GlueSplit, model: TaskModel,
-                          key: str, command: str) -> None:
-    """The manifest of the logit shards (kind ``task_logits``), written last as stage one writes
-    its own: the teacher fields are the fine-tuned teacher's spec, ``dim`` is the logits'."""
-    infos = shards.receipts()
-    manifest = Manifest(
-        **{**model.backbone.teacher.identify().manifest_fields(), "dim": model.head.num_outputs},
-        kind=TASK_LOGITS,
-        dtype="float32",
-        format="arrow",
-        corpus={"task": train.task, "split": train.split, "rows": len(train)},
-        corpus_fingerprint=split_fingerprint(train),
-        settings_fingerprint=key,
-        shards=infos,
-        num_rows=len(train),
-        num_tokens=sum(info.num_tokens for info in infos),
-        num_bytes=sum(info.num_bytes for info in infos),
-        command=command,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    write_manifest(cache, manifest)
-
-
-def read_logits(cache: Path, num_rows: int) -> np.ndarray:
-    """The cached (N, C) logits; ShardError if the cache is incomplete or corrupt."""
-    shards = ShardDirectory(cache)
-    logits = np.concatenate([np.asarray(shard.vectors, dtype=np.float32) for shard in shards])
-    if len(logits) != num_rows:
-        raise UserError(f"{cache}: {len(logits)} cached logits for {num_rows} training rows; "
-                        "delete the directory to recompute")
-    return logits

@@ -18,11 +18,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core.batching import pad_batch, sorted_batches
 from data.glue import GlueSplit, GlueTask, TaskData
-from evaluation.backbones import Backbone, pad_batch
-from evaluation.config import EvalConfig
+from evaluation.backbones import Backbone
 from evaluation.metrics import split_metrics, task_score
-from evaluation.systems import SystemSpec, build_model
+from evaluation.systems import Builder, SystemSpec
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strength; ridge's alpha is 1 / C
 PROBE_SEED = 0  # the random parts of scratch and embeddings systems
@@ -35,10 +35,8 @@ def sentence_vectors(backbone: Backbone, texts: Sequence[str], batch_size: int,
     """(N, D) float32 frozen vectors in the order of ``texts``; batches of similar length."""
     backbone.eval().to(device)
     rows = backbone.tokenize(texts)
-    order = np.argsort([-len(r) for r in rows], kind="stable")
     vectors = np.zeros((len(rows), backbone.dim), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    for batch in sorted_batches([len(r) for r in rows], batch_size):
         ids, lengths = pad_batch([rows[i] for i in batch], backbone.pad_id)
         vectors[batch] = backbone(ids.to(device), lengths).float().cpu().numpy()
     return vectors
@@ -80,8 +78,8 @@ def fit_probe(task: GlueTask, train_x: np.ndarray, train_y: np.ndarray,
 
 
 def probe_task(specs: Sequence[SystemSpec], data: TaskData, train: GlueSplit,
-               teacher_train: GlueSplit, config: EvalConfig, device: torch.device,
-               log: Callable[[str], None]) -> list[dict]:
+               teacher_train: GlueSplit, builder: Builder, batch_size: int,
+               device: torch.device, log: Callable[[str], None]) -> list[dict]:
     """One probe record per system (``+kd`` systems share their base's encoder: skipped)."""
     task = data.task
     records = []
@@ -91,8 +89,8 @@ def probe_task(specs: Sequence[SystemSpec], data: TaskData, train: GlueSplit,
             continue
         started = time.perf_counter()
         rows = teacher_train if spec.kind == "teacher" else train
-        backbone = build_model(spec, task, config, PROBE_SEED).backbone
-        batch = config.batch_size * 4
+        backbone = builder.model(spec, task, PROBE_SEED).backbone
+        batch = batch_size * 4
         train_x = split_features(backbone, rows, batch, device)
         dev = {suffix: (split_features(backbone, split, batch, device), split.labels)
                for suffix, split in data.dev.items()}

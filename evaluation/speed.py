@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.batching import pad_batch
 from core.io import atomic_output
 from data.glue import TaskData
-from evaluation.backbones import Backbone, pad_batch
-from evaluation.config import EvalConfig
+from evaluation.backbones import Backbone
 from evaluation.report import PROBE_NAME, RESULTS_NAME
-from evaluation.systems import SystemSpec, build_model
+from evaluation.systems import Builder, SystemSpec
 
 SPEED_SENTENCES = 512
 SPEED_BATCH = 64
@@ -47,7 +47,7 @@ def seconds_per_pass(backbone: Backbone, texts: Sequence[str], batch_size: int =
     return time.perf_counter() - started
 
 
-def measure_speeds(specs: Sequence[SystemSpec], data: TaskData, config: EvalConfig,
+def measure_speeds(specs: Sequence[SystemSpec], data: TaskData, builder: Builder,
                    log: Callable[[str], None], repeats: int = SPEED_REPEATS) -> dict[str, float]:
     """Sentences/s of every system's encoder on the CPU, by system label.
 
@@ -61,7 +61,7 @@ def measure_speeds(specs: Sequence[SystemSpec], data: TaskData, config: EvalConf
     for spec in specs:
         key = (spec.kind, spec.path)
         if key not in encoders:
-            encoders[key] = build_model(spec, data.task, config, seed=0).backbone
+            encoders[key] = builder.model(spec, data.task, seed=0).backbone
     best = dict.fromkeys(encoders, np.inf)
     for round_ in range(repeats + 1):
         for key, backbone in encoders.items():

@@ -20,47 +20,50 @@ from torch import nn
 from core.io import atomic_output, fingerprint
 from core.teacher import Teacher, teacher_spec
 from evaluation.backbones import Backbone
-from evaluation.config import EvalConfig
 
 CACHE_DIR = "model2vec"
 PCA_DIMS = 256  # model2vec's default; a smaller teacher keeps its own width
 MAX_TOKENS = 512  # model2vec's default truncation of a sentence
 
 
-def model2vec_dir(config: EvalConfig) -> Path:
+def model2vec_dir(teacher: str | None, cache: Path) -> Path:
     """The cache folder of the distilled teacher: named by the teacher's identity."""
-    key = fingerprint({"teacher": teacher_spec(config.teacher).teacher_fingerprint, "pca_dims": PCA_DIMS})
-    return config.out / CACHE_DIR / key[:16]
+    key = fingerprint({"teacher": teacher_spec(teacher).teacher_fingerprint, "pca_dims": PCA_DIMS})
+    return cache / CACHE_DIR / key[:16]
 
 
-def prepare_model2vec(config: EvalConfig, log: Callable[[str], None]) -> Path:
+def prepare_model2vec(teacher_name: str | None, cache: Path, log: Callable[[str], None]) -> Path:
     """Distil the teacher with model2vec unless the cache holds it; returns the model's folder."""
     from model2vec.distill import distill_from_model
 
-    directory = model2vec_dir(config)
+    directory = model2vec_dir(teacher_name, cache)
     if (directory / "config.json").is_file():
         log(f"model2vec: the distilled teacher from {directory}")
         return directory
-    teacher = Teacher(config.teacher, device="cpu")
+    teacher = Teacher(teacher_name, device="cpu")
     log(f"model2vec: distilling the teacher ({teacher.tokenizer.vocab_size} tokens, PCA {PCA_DIMS})")
-    quiet = logging.getLogger("model2vec")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the PCA-wider-than-the-model warning of a small teacher
+    # model2vec's PCA-wider-than-the-model warning of a small teacher; skeletoken's note that a
+    # tokenizer.json without padding (MPNet's) takes the pad token tokenizer_config.json names
+    quiet = [logging.getLogger(name) for name in ("model2vec", "skeletoken")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
     try:
         static = distill_from_model(teacher.model, teacher.tokenizer, device="cpu",
                                     pca_dims=min(PCA_DIMS, teacher.dim))
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
     with atomic_output(directory, directory=True) as partial:  # a present folder is a complete one
         static.save_pretrained(partial)
     return directory
 
 
-def load_model2vec(config: EvalConfig):
+def load_model2vec(teacher: str | None, cache: Path):
     """The cached distilled teacher (a model2vec StaticModel); distils it first if needed."""
     from model2vec import StaticModel
 
-    return StaticModel.from_pretrained(prepare_model2vec(config, lambda message: None))
+    return StaticModel.from_pretrained(prepare_model2vec(teacher, cache, lambda message: None))
 
 
 class StaticBackbone(Backbone):

@@ -17,26 +17,25 @@ A system spec is ``KIND[:DIR][+kd]``:
                       ``kd[:DIR]`` is short for ``scratch[:DIR]+kd``
 
 Without any ``--system``, glue-eval compares every student directory under ``--students-dir``
-(see :func:`evaluation.config.discover_students`) with ``scratch``, ``model2vec`` and ``teacher``.
+(:func:`discover_students`) with ``scratch``, ``model2vec`` and ``teacher``. A system is parsed
+once into a :class:`SystemSpec` (a student's directory as a path) and built by a
+:class:`Builder` (the base teacher, the cache of what is built from it, the head).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from core.errors import UserError
-from core.io import atomic_output, atomic_write_json, read_json_object
 from core.teacher import Teacher
 from data.glue import GlueTask
 from evaluation.backbones import Backbone, StudentBackbone, TeacherBackbone
-from evaluation.config import EvalConfig
-from evaluation.finetune import FinetuneResult
 from evaluation.heads import TaskHead, TaskModel
+from evaluation.settings import HeadSettings
+from student.directory import StudentDirectory
 from student.pretrained import student_path
 
 KINDS = ("student", "scratch", "embeddings", "model2vec", "teacher")
@@ -44,8 +43,7 @@ NEEDS_DIR = ("student", "embeddings")
 NO_DIR = ("model2vec", "teacher")
 GRAMMAR = ("student:DIR, student:DIR+kd, scratch[:DIR], kd[:DIR], embeddings:DIR, model2vec, "
            "teacher (+kd on all but the teacher)")
-FINETUNED_META = "glue_model.json"
-HEAD_FILE = "head.safetensors"
+BASELINES = ("scratch", "model2vec", "teacher")  # what a bare glue-eval compares the students with
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,10 @@ class SystemSpec:
     def slug(self) -> str:
         """A file-system safe name for logs and submission folders."""
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in self.label).strip("_")
+
+    @property
+    def student(self) -> StudentDirectory | None:
+        return None if self.path is None else StudentDirectory(self.path)
 
 
 TEACHER = SystemSpec("teacher", "teacher", None, kd=False)
@@ -85,10 +87,38 @@ def parse_system(text: str) -> SystemSpec:
     return SystemSpec(label, kind, directory, kd)
 
 
-def resolve_systems(texts: list[str]) -> list[SystemSpec]:
-    """Parse all specs; scratch/kd without a directory borrow the first student's (when there is
-    one; else they keep no directory and get the default architecture)."""
-    specs = [parse_system(text) for text in texts]
+def student_system(directory: Path, kd: bool = False) -> SystemSpec:
+    """``student:DIR`` (``+kd``) for a directory already in hand: no string to parse back."""
+    label = f"student:{directory}{'+kd' if kd else ''}"
+    path = student_path(directory)  # a shipped student's short name too
+    if not path.is_dir():
+        raise UserError(f"--system {label!r}: {directory} is not a directory")
+    return SystemSpec(label, "student", path, kd)
+
+
+def discover_students(root: Path) -> list[SystemSpec]:
+    """``student:DIR`` for ``root`` itself if it is a saved student, else for each directory
+    directly under it that is one (config.json + model.safetensors), sorted by name.
+
+    train-student writes ``students/student/`` and, inside it, ``best/`` (the checkpoint with the
+    best held-out cosine); being one level deeper, ``best/`` is not counted.
+    """
+    if StudentDirectory.is_student(root):
+        return [student_system(root)]
+    found = (sorted(d for d in root.iterdir() if d.is_dir() and StudentDirectory.is_student(d))
+             if root.is_dir() else [])
+    if not found:
+        state = "is not a directory" if not root.is_dir() else "holds no student directory"
+        raise UserError(
+            f"--students-dir {root} {state} (config.json + model.safetensors); train one with "
+            f"`pipeline train-student --shards DIR --out {root}/student` or name systems with --system"
+        )
+    return [student_system(directory) for directory in found]
+
+
+def resolve_systems(specs: list[SystemSpec]) -> list[SystemSpec]:
+    """Check the systems; scratch/kd without a directory borrow the first student's (when there
+    is one; else they keep no directory and get the default architecture)."""
     labels = [spec.label for spec in specs]
     if len(set(labels)) != len(labels):
         raise UserError(f"--system given twice: {sorted({x for x in labels if labels.count(x) > 1})}")
@@ -98,81 +128,63 @@ def resolve_systems(texts: list[str]) -> list[SystemSpec]:
         if spec.kind == "scratch" and spec.path is None and first_student is not None:
             spec = SystemSpec(spec.label, spec.kind, first_student, spec.kd)
         if spec.path is not None:
-            from student import StudentConfig
-
-            StudentConfig.load(spec.path)  # a UserError now if DIR is no saved student
+            spec.student.config  # a UserError now if DIR is no saved student
         if spec.kind == "embeddings":
-            student_shards(spec.path)  # a UserError now if its shard directory cannot be found
+            spec.student.source_shards()  # a UserError now if its shard directory cannot be found
         resolved.append(spec)
     return resolved
 
 
-def student_shards(directory: Path):
-    """The (first) shard directory a saved student was trained from, its training seed and the
-    matrix it started from (``input`` or ``contextual``, as train-student picks it from
-    ``--init-embeddings``): the source of the ``embeddings:DIR`` system's token embeddings. A
-    student started from random embeddings gets the teacher's input embeddings."""
-    from cache_tools.format import ShardError
-    from cache_tools.reader import ShardDirectory
-
-    summary_path = directory / "training_summary.json"
-    if not summary_path.is_file():
-        raise UserError(f"embeddings:{directory}: no training_summary.json, so no record of the "
-                        "shard directory whose token embeddings the student started from")
-    train = read_json_object(summary_path, "a training summary", UserError).get("train") or {}
-    shards = train.get("shards") or []
-    if not shards:
-        raise UserError(f"{summary_path}: names no shard directory")
-    init = train.get("init_embeddings", "teacher")  # "teacher" before the contextual matrix existed
-    kind = "input" if init in ("teacher", "random") else init
-    try:
-        return ShardDirectory(shards[0]), int(train.get("seed", 0)), kind
-    except ShardError as exc:
-        raise UserError(f"embeddings:{directory}: its shard directory {shards[0]} is not "
-                        f"readable ({exc})") from None
-
-
 # -- building ---------------------------------------------------------------------------------
-def build_model(spec: SystemSpec, task: GlueTask, config: EvalConfig, seed: int) -> TaskModel:
-    """A fresh model for one run: weights from disk (student, teacher) or seeded random."""
-    torch.manual_seed(seed)  # scratch weights and the head's initialisation
-    backbone = _backbone(spec, config)
-    head = TaskHead(backbone.dim, task.num_outputs, task.pair, config.head_hidden, config.dropout)
-    return TaskModel(backbone, head)
+@dataclass(frozen=True)
+class Builder:
+    """Where every system's weights come from: the base teacher (None: the packaged
+    all-MiniLM-L6-v2), the folder that caches what is built from it (model2vec, the seed-0
+    fine-tuned teacher: glue-eval's OUT, finetune's cache directory) and the head."""
+
+    teacher: str | None
+    cache: Path
+    head: HeadSettings = field(default_factory=HeadSettings)
+
+    def model(self, spec: SystemSpec, task: GlueTask, seed: int) -> TaskModel:
+        """A fresh model for one run: weights from disk (student, teacher) or seeded random."""
+        torch.manual_seed(seed)  # scratch weights and the head's initialisation
+        backbone = self.backbone(spec)
+        head = TaskHead(backbone.dim, task.num_outputs, task.pair, self.head.hidden,
+                        self.head.dropout)
+        return TaskModel(backbone, head)
+
+    def backbone(self, spec: SystemSpec) -> Backbone:
+        if spec.kind == "teacher":
+            return TeacherBackbone(Teacher(self.teacher, device="cpu"))
+        if spec.kind == "model2vec":
+            from evaluation.static import StaticBackbone, load_model2vec
+
+            return StaticBackbone(load_model2vec(self.teacher, self.cache))
+        from student import SentenceStudent, StudentEncoder, load_student
+
+        if spec.path is None:  # scratch without any student: the default architecture
+            return StudentBackbone(default_scratch_student(self.teacher))
+        student = load_student(spec.path)
+        if spec.kind == "scratch":
+            student = SentenceStudent(StudentEncoder(student.config), student.tokenizer, student.config)
+        elif spec.kind == "embeddings":
+            shards, seed, kind = spec.student.source_shards()
+            encoder = StudentEncoder(student.config)  # random LSTM and projection (seeded by the run)
+            encoder.init_embeddings(shards.load_embeddings(kind), seed=seed)  # as train-student does
+            student = SentenceStudent(encoder, student.tokenizer, student.config)
+        return StudentBackbone(student)
 
 
-def _backbone(spec: SystemSpec, config: EvalConfig) -> Backbone:
-    if spec.kind == "teacher":
-        return TeacherBackbone(Teacher(config.teacher, device="cpu"))
-    if spec.kind == "model2vec":
-        from evaluation.static import StaticBackbone, load_model2vec
-
-        return StaticBackbone(load_model2vec(config))
-    from student import SentenceStudent, StudentEncoder, load_student
-
-    if spec.path is None:  # scratch without any student: the default architecture
-        return StudentBackbone(default_scratch_student(config))
-    student = load_student(spec.path)
-    if spec.kind == "scratch":
-        student = SentenceStudent(StudentEncoder(student.config), student.tokenizer, student.config)
-    elif spec.kind == "embeddings":
-        shards, seed, kind = student_shards(spec.path)
-        encoder = StudentEncoder(student.config)  # random LSTM and projection (seeded by the run)
-        encoder.init_embeddings(shards.load_embeddings(kind), seed=seed)  # as train-student does
-        student = SentenceStudent(encoder, student.tokenizer, student.config)
-    return StudentBackbone(student)
-
-
-def default_scratch_student(config: EvalConfig):
+def default_scratch_student(teacher_name: str | None):
     """A random student of train-student's default architecture with the teacher's tokenizer,
     its sizes taken from the teacher as train-student takes them from the shards."""
     from tokenizers import Tokenizer
 
     from student import SentenceStudent, StudentConfig, StudentEncoder
     from student.config import STUDENT_DEFAULTS
-    from student.tokenization import pad_token_id
 
-    teacher = Teacher(config.teacher, device="cpu")
+    teacher = Teacher(teacher_name, device="cpu")
     tokenizer = Tokenizer.from_str(teacher.tokenizer.backend_tokenizer.to_str())
     embedding = teacher.model.get_input_embeddings().weight  # (V, D_emb)
     student_config = StudentConfig(
@@ -180,51 +192,8 @@ def default_scratch_student(config: EvalConfig):
         output_dim=teacher.dim,
         embed_dim=int(embedding.shape[1]),
         hidden=STUDENT_DEFAULTS["hidden"],
-        pad_token_id=pad_token_id(tokenizer, teacher.name if Path(teacher.name).is_dir() else None),
+        pad_token_id=teacher.pad_id,  # the teacher's own, also for a model named on the hub
         max_length=teacher.max_length,
         normalize=teacher.normalize,
     )
     return SentenceStudent(StudentEncoder(student_config), tokenizer, student_config)
-
-
-# -- fine-tuned teachers on disk --------------------------------------------------------------
-def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, key: str,
-                           result: FinetuneResult, rates: dict | None = None) -> None:
-    """The fine-tuned transformer and tokenizer (HF format), the head, what rebuilds them and
-    the fine-tuning result."""
-    backbone: TeacherBackbone = model.backbone
-    meta = {
-        "task": task.name,
-        "labels": task.labels,
-        # the fine-tuned weights' identity; its pooling, layer, normalize, max_length rebuild it
-        **backbone.teacher.identify().to_dict(),
-        "head_hidden": model.head.hidden,
-        "settings_fingerprint": key,
-        "result": dataclasses.asdict(result),
-        "rates": rates,  # the chosen learning rates and the grid's dev scores
-    }
-    with atomic_output(directory, directory=True) as building:  # all of it, or the old one
-        backbone.model.save_pretrained(building)
-        backbone.tokenizer.save_pretrained(building)
-        save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, building / HEAD_FILE)
-        atomic_write_json(building / FINETUNED_META, meta)
-
-
-def finetuned_teacher_meta(directory: Path) -> dict | None:
-    path = directory / FINETUNED_META
-    return read_json_object(path, "a fine-tuned teacher's record", UserError) if path.is_file() else None
-
-
-def load_finetuned_teacher(directory: Path, task: GlueTask, config: EvalConfig) -> TaskModel:
-    """A teacher saved by :func:`save_finetuned_teacher` for ``task``."""
-    meta = finetuned_teacher_meta(directory)
-    if meta is None:
-        raise UserError(f"{directory}: no {FINETUNED_META}; not a fine-tuned teacher of glue-eval")
-    if meta["task"] != task.name:
-        raise UserError(f"{directory}: a teacher fine-tuned on {meta['task']}, not {task.name}")
-    teacher = Teacher(str(directory), meta["pooling"], meta["layer"], meta["max_length"], "cpu",
-                      normalize=meta["normalize"])  # no modules.json is saved here
-    backbone = TeacherBackbone(teacher)
-    head = TaskHead(backbone.dim, task.num_outputs, task.pair, meta["head_hidden"], config.dropout)
-    head.load_state_dict(load_file(directory / HEAD_FILE))
-    return TaskModel(backbone, head)

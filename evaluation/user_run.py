@@ -1,9 +1,10 @@
 """`pipeline finetune` and `pipeline predict`: glue-eval's fine-tuning on a user's own data.
 
-The data file becomes a task (``data.user_task``); below that everything is glue-eval's:
-``build_model`` for the systems, ``finetune_grid`` (the learning-rate grid, early stopping and
-model selection on dev), the seed-0 fine-tuned teacher and its cache (``evaluation.kd``) for
-``--kd-teacher auto``, the task loss of Tang et al. (2019) for distillation. The first system's
+The data file becomes a task (``data.user_task``); below that everything is the engine's
+(:mod:`evaluation.engine`): the systems and their ``Builder``, ``fit`` (the learning-rate grid,
+early stopping and model selection on dev), the seed-0 fine-tuned teacher and its cache
+(:mod:`evaluation.finetuned_teacher`) for ``--kd-teacher auto``, the task loss of Tang et al.
+(2019) for distillation. The first system's
 dev-best run is saved as a self-contained classifier (``evaluation.classifier``); the others are
 rows of the results table.
 """
@@ -15,14 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 import torch
 
 from core.device import resolve_device
 from core.errors import UserError
+from core.progress import log as _log
+from data.augment import TransferSettings
 from data.glue import GlueSplit, GlueTask, TaskData
+from data.pos import get_tagger
 from data.user_task import (
     FORMATS,
     Columns,
@@ -34,24 +37,39 @@ from data.user_task import (
     write_table,
 )
 from evaluation.classifier import Predictions, check_output_dir, load_classifier, save_classifier
-from evaluation.config import LR_GRID, TEACHER_LR_GRID, EvalConfig, parse_rates
-from evaluation.finetune import FinetuneResult, encode_split, predict
+from evaluation.engine import RunRecord, TrainingData, fit, training_subset
+from evaluation.finetune import FinetuneResult, TrainSettings, encode_split, predict
 from evaluation.heads import TaskModel
-from evaluation.kd import seed0_teacher
+from evaluation.kd import (
+    CACHE_DIR,
+    KdTeacher,
+    LogitJob,
+    classifier_kd_teacher,
+    seed0_kd_teacher,
+    transfer_data,
+)
 from evaluation.metrics import metric_names
 from evaluation.report import mean_std, mean_std_cell
-from evaluation.run import fit_system, training_subset
-from evaluation.systems import resolve_systems
-from evaluation.user_augment import augment_split
+from evaluation.settings import (
+    LR_GRID,
+    TEACHER_HEAD_LR,
+    TEACHER_LR_GRID,
+    HeadSettings,
+    RateGrid,
+    Recipe,
+)
+from evaluation.systems import Builder, SystemSpec, parse_system, resolve_systems, student_system
 
-SPLIT_SEED = 0  # one fixed dev split (without --dev) and augmentation for every system and seed
+SPLIT_SEED = 0  # one fixed dev split (without --dev) for every system and seed
 SAVABLE = ("student", "scratch", "embeddings", "teacher")  # backbones a classifier directory holds
 AUTO = "auto"
 
 
 @dataclass
 class FinetuneConfig:
-    """One `pipeline finetune` run. Optimisation defaults are glue-eval's (EvalConfig)."""
+    """One `pipeline finetune` run. Its optimisation defaults are the engine's (TrainSettings,
+    the rate grid, the head): the same as glue-eval's. Built without I/O; ``recipe`` and
+    ``builder`` are the typed values the engine takes."""
 
     train: Path
     out: Path
@@ -63,21 +81,22 @@ class FinetuneConfig:
     label_column: str = "label"
     regression: bool = False
     dev_fraction: float = 0.1  # held out of --train (seeded) when there is no --dev
-    seeds: int = EvalConfig.seeds
-    epochs: int = EvalConfig.epochs
-    patience: int = EvalConfig.patience
-    batch_size: int = EvalConfig.batch_size
+    seeds: int = 1
+    epochs: int = TrainSettings.epochs
+    patience: int = TrainSettings.patience
+    batch_size: int = TrainSettings.batch_size
     lr_grid: list[float] = field(default_factory=lambda: list(LR_GRID))
     teacher_lr_grid: list[float] = field(default_factory=lambda: list(TEACHER_LR_GRID))
-    teacher_head_lr: float = EvalConfig.teacher_head_lr
-    head_hidden: int = EvalConfig.head_hidden
-    dropout: float = EvalConfig.dropout
+    teacher_head_lr: float = TEACHER_HEAD_LR
+    head_hidden: int = HeadSettings.hidden
+    dropout: float = HeadSettings.dropout
     teacher: str | None = None  # the base teacher (None: the packaged all-MiniLM-L6-v2)
     kd_teacher: str | None = None  # a fine-tuned classifier directory, or "auto"
-    kd_alpha: float = EvalConfig.kd_alpha
-    augment: int = 0  # synthetic copies of each training text, labelled by the KD teacher
+    kd_alpha: float = TrainSettings.kd_alpha
+    augment: int = 0  # variants of each training row, labelled by the KD teacher alone
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
+    kd_cache: Path | None = None  # the kd-logit cache root (None: CACHE_DIR/kd-cache)
     device: str = "auto"
     command: str = ""
 
@@ -85,35 +104,37 @@ class FinetuneConfig:
         self.train, self.out = Path(self.train), Path(self.out)
         self.dev = None if self.dev is None else Path(self.dev)
         self.cache_dir = Path(self.cache_dir or f"{self.out}.cache")
-        self.lr_grid = parse_rates(self.lr_grid, "--lr-grid")
-        self.teacher_lr_grid = parse_rates(self.teacher_lr_grid, "--teacher-lr-grid")
-        if self.student is not None:
-            self.student = Path(self.student)
-            self.systems = [f"student:{self.student}{'+kd' if self.kd_teacher else ''}", *self.systems]
-        if not self.systems:
+        self.kd_cache = Path(self.kd_cache or self.cache_dir / CACHE_DIR)
+        self.student = None if self.student is None else Path(self.student)
+        if self.student is None and not self.systems:
             raise UserError("give --student DIR or at least one --system")
-        if self.kd_teacher not in (None, AUTO) and not Path(self.kd_teacher).is_dir():
-            raise UserError(f"--kd-teacher {self.kd_teacher}: neither `auto` nor a directory")
         if not 0.0 < self.dev_fraction < 1.0:
             raise UserError(f"--dev-fraction must be in (0, 1), got {self.dev_fraction}")
-        if self.augment < 0:
-            raise UserError("--augment must be 0 or more")
-        check_output_dir(self.out)
+        self.transfer = TransferSettings(self.augment)  # validates --augment
+        if self.seeds < 1:
+            raise UserError("--seeds must be positive")
+        # the typed values the engine takes, each setting validated here, once
+        grid = RateGrid.parse(self.lr_grid, self.teacher_lr_grid, self.teacher_head_lr)
+        self.lr_grid, self.teacher_lr_grid = list(grid.rates), list(grid.teacher_rates)
+        self.recipe = Recipe(self.epochs, self.batch_size, self.patience, self.kd_alpha, grid)
+        self.builder = Builder(self.teacher, self.cache_dir, HeadSettings(self.head_hidden, self.dropout))
 
     @property
     def columns(self) -> Columns:
         return Columns(self.text_column, self.text_pair_column, self.label_column)
 
-    def eval_config(self) -> EvalConfig:
-        """The glue-eval settings this run shares (models, grids, the teacher cache)."""
-        return EvalConfig(
-            out=self.cache_dir, systems=list(self.systems), teacher=self.teacher,
-            kd_alpha=self.kd_alpha, seeds=self.seeds, epochs=self.epochs,
-            batch_size=self.batch_size, lr_grid=self.lr_grid, teacher_lr_grid=self.teacher_lr_grid,
-            teacher_head_lr=self.teacher_head_lr, patience=self.patience,
-            head_hidden=self.head_hidden, dropout=self.dropout,
-            max_train_samples=self.max_train_samples, device=self.device, command=self.command,
-        )
+    def system_specs(self) -> list[SystemSpec]:
+        """--student (``student:DIR``, ``+kd`` with a KD teacher) first, then every --system."""
+        given = [parse_system(text) for text in self.systems]
+        if self.student is None:
+            return given
+        return [student_system(self.student, kd=bool(self.kd_teacher)), *given]
+
+    def check_paths(self) -> None:
+        """What needs the disk: the KD teacher exists, --out may be replaced."""
+        if self.kd_teacher not in (None, AUTO) and not Path(self.kd_teacher).is_dir():
+            raise UserError(f"--kd-teacher {self.kd_teacher}: neither `auto` nor a directory")
+        check_output_dir(self.out)
 
 
 @dataclass
@@ -127,95 +148,99 @@ class FinetuneOutcome:
 
 def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
     started = time.perf_counter()
-    eval_config = config.eval_config()
-    specs = resolve_systems(eval_config.systems)
-    if specs[0].kind not in SAVABLE or specs[0].path is None and specs[0].kind != "teacher":
-        raise UserError(f"--system {specs[0].label}: the first system is the one saved, and a "
-                        f"classifier directory holds a student or the teacher; put one first")
-    if config.augment and not any(spec.kd for spec in specs):
-        raise UserError("--augment labels its copies with the KD teacher: give --kd-teacher "
-                        "(or a +kd system)")
+    config.check_paths()
+    specs = _checked_systems(config)
     data = load_user_task(config.train, config.dev, config.columns, config.regression,
                           config.dev_fraction, SPLIT_SEED)
-    task = data.task
     train = training_subset(data.train, config.max_train_samples)
-    dev = data.dev[""]
-    labels = "" if task.regression else f" (labels: {', '.join(task.labels)})"
     dev_source = config.dev or f"{config.dev_fraction:g} of {config.train.name}, seed {SPLIT_SEED}"
-    _log(f"{task.name}: {task_type(task)}{labels}; {len(train)} training rows, {len(dev)} dev rows "
-         f"({dev_source}); metrics {', '.join(metric_names(task))}")
+    _describe(data, train, dev_source)
     device = resolve_device(config.device)
     config.cache_dir.mkdir(parents=True, exist_ok=True)
-    kd_train = None
-    if any(spec.kd for spec in specs):
-        kd_train = distillation_data(config, eval_config, data, train, device)
-    runs: list[dict] = []
-    best: tuple[dict, TaskModel, FinetuneResult] | None = None
-    for spec in specs:
-        for seed in range(config.seeds):
-            rows, targets = kd_train if spec.kd else (train, None)
-            model, result, rates = fit_system(spec, data, rows, targets, seed, eval_config, device)
-            record = {"system": spec.label, "seed": seed, "score": result.score,
-                      "metrics": result.dev_metrics, "best_epoch": result.best_epoch, **rates,
-                      "history": result.history}
-            runs.append(record)
-            _log(f"{spec.label} seed {seed}: dev score {result.score:.2f} "
-                 f"({_metrics_text(result.dev_metrics)}; lr {rates['lr']:g}, epoch {result.best_epoch})")
-            if spec is specs[0] and (best is None or result.score > best[0]["score"]):
-                best = (record, model, result)
-            del model
-    record, model, result = best
+    plain = TrainingData(data, train)
+    taught = distillation_data(config, data, train, device) if any(s.kd for s in specs) else None
+    runs, (record, model, result) = _fit_all(specs, taught, plain, config, device)
+    dev = data.dev[""]
     summary = summarize(runs, [spec.label for spec in specs])
     predictions = Predictions(predict(model, encode_split(model.backbone, dev), config.batch_size, device),
-                              task.labels)
+                              data.task.labels)
     meta = {
-        "task_type": task_type(task), "system": specs[0].label, "seed": record["seed"],
+        "task_type": task_type(data.task), "system": specs[0].label, "seed": record["seed"],
         "dev_metrics": record["metrics"], "dev_score": record["score"],
         "best_epoch": record["best_epoch"], "lr": record["lr"], "encoder_lr": record["encoder_lr"],
         "train": str(config.train), "dev": str(dev_source),
         "train_rows": len(train), "dev_rows": len(dev),
-        "settings": _settings(config), "command": config.command,
+        "settings": _settings(config, specs), "command": config.command,
     }
 
     def extra_files(folder: Path) -> None:
-        write_table(pl.concat([split_frame(dev, task), predictions.frame()], how="horizontal"),
+        write_table(pl.concat([split_frame(dev, data.task), predictions.frame()], how="horizontal"),
                     folder / "dev_predictions.csv")
-        write_results(folder, task, summary, runs, meta)
+        write_results(folder, data.task, summary, runs, meta)
 
-    save_classifier(model, task, specs[0].path, config.out, meta, result, extra_files)
-    return FinetuneOutcome(config.out, task, runs, record, time.perf_counter() - started)
+    save_classifier(model, data.task, specs[0].path, config.out, meta, result, extra_files)
+    return FinetuneOutcome(config.out, data.task, runs, record, time.perf_counter() - started)
+
+
+def _checked_systems(config: FinetuneConfig) -> list[SystemSpec]:
+    specs = resolve_systems(config.system_specs())
+    if specs[0].kind not in SAVABLE or specs[0].path is None and specs[0].kind != "teacher":
+        raise UserError(f"--system {specs[0].label}: the first system is the one saved, and a "
+                        f"classifier directory holds a student or the teacher; put one first")
+    if config.augment and not any(spec.kd for spec in specs):
+        raise UserError("--augment labels its variants with the KD teacher: give --kd-teacher "
+                        "(or a +kd system)")
+    if config.augment:
+        get_tagger(config.transfer.tagger)  # a missing tagger fails now, not after fine-tuning
+    return specs
+
+
+def _describe(data: TaskData, train: GlueSplit, dev_source: object) -> None:
+    task = data.task
+    labels = "" if task.regression else f" (labels: {', '.join(task.labels)})"
+    _log(f"{task.name}: {task_type(task)}{labels}; {len(train)} training rows, "
+         f"{len(data.dev[''])} dev rows ({dev_source}); metrics {', '.join(metric_names(task))}")
+
+
+def _fit_all(specs: list[SystemSpec], taught: TrainingData | None, plain: TrainingData,
+             config: FinetuneConfig, device: torch.device,
+             ) -> tuple[list[dict], tuple[dict, TaskModel, FinetuneResult]]:
+    """Every system with every seed; the records, and the first system's dev-best run (the
+    one saved) with its model."""
+    runs: list[dict] = []
+    best: tuple[dict, TaskModel, FinetuneResult] | None = None
+    for spec in specs:
+        for seed in range(config.seeds):
+            fitted = fit(spec, taught if spec.kd else plain, seed, config.recipe, config.builder,
+                         device)
+            result = fitted.result
+            record = RunRecord.of(spec, seed, fitted, history=result.history).to_dict()
+            runs.append(record)
+            _log(f"{spec.label} seed {seed}: dev score {result.score:.2f} "
+                 f"({_metrics_text(result.dev_metrics)}; lr {record['lr']:g}, epoch {result.best_epoch})")
+            if spec is specs[0] and (best is None or result.score > best[0]["score"]):
+                best = (record, fitted.model, result)
+            del fitted
+    return runs, best
 
 
 # -- task-specific distillation ---------------------------------------------------------------
-def distillation_data(config: FinetuneConfig, eval_config: EvalConfig, data: TaskData,
-                      train: GlueSplit, device: torch.device) -> tuple[GlueSplit, np.ndarray]:
-    """The training rows (plus ``--augment`` copies) and the KD teacher's logits (N, C) on them.
-
-    Copies take the teacher's prediction as their hard label: they are labelled by the teacher
-    alone, as in Tang et al. (2019)."""
-    teacher = kd_teacher_model(config, eval_config, data, train, device)
-    if not config.augment:
-        return train, predict(teacher, encode_split(teacher.backbone, train), config.batch_size, device)
-    copies = augment_split(train, config.augment, SPLIT_SEED)
-    _log(f"{data.task.name}: {len(copies)} augmented copies (masking, n-gram sampling) "
-         "labelled by the KD teacher")
-    logits = predict(teacher, encode_split(teacher.backbone, copies), config.batch_size, device)
-    copies.labels = (logits[:, 0] if data.task.regression else logits.argmax(1)).astype(train.labels.dtype)
-    rows = GlueSplit(train.task, "train+augmented", train.text_a + copies.text_a,
-                     None if train.text_b is None else train.text_b + copies.text_b,
-                     np.concatenate([train.labels, copies.labels]), train.index + copies.index)
-    train_logits = predict(teacher, encode_split(teacher.backbone, train), config.batch_size, device)
-    return rows, np.concatenate([train_logits, logits])  # (N + copies, C)
+def distillation_data(config: FinetuneConfig, data: TaskData, train: GlueSplit,
+                      device: torch.device) -> TrainingData:
+    """The training rows (then ``--augment`` variants of each, labelled by the teacher alone, as
+    in Tang et al. 2019) and the KD teacher's logits (N, C) on them, from the kd-logit cache
+    (``--kd-cache``: glue-eval's format, shared by every system and seed)."""
+    job = LogitJob(config.kd_cache, config.transfer, config.batch_size, device, config.command)
+    return transfer_data(kd_teacher(config, data, train, device), data, train, job, _log)
 
 
-def kd_teacher_model(config: FinetuneConfig, eval_config: EvalConfig, data: TaskData,
-                     train: GlueSplit, device: torch.device) -> TaskModel:
-    """``auto``: the teacher fine-tuned on this data with seed 0 (cached under --cache-dir);
-    a directory: a classifier saved by `pipeline finetune` for the same labels."""
+def kd_teacher(config: FinetuneConfig, data: TaskData, train: GlueSplit,
+               device: torch.device) -> KdTeacher:
+    """``auto``: the teacher fine-tuned on this data with seed 0 (cached under --cache-dir,
+    fine-tuned only when the kd cache lacks its logits); a directory: a classifier saved by
+    `pipeline finetune` for the same labels."""
     if config.kd_teacher in (None, AUTO):
-        model, result, _ = seed0_teacher(eval_config, data, train, device, _log)
-        _log(f"{data.task.name}: KD teacher dev score {result.score:.2f}")
-        return model
+        return seed0_kd_teacher(config.builder, config.recipe, data, train, device, _log)
     classifier = load_classifier(config.kd_teacher)
     task = data.task
     if (classifier.label_names != task.labels) or classifier.pair != task.pair:
@@ -224,7 +249,7 @@ def kd_teacher_model(config: FinetuneConfig, eval_config: EvalConfig, data: Task
                         f"{' on pairs' if classifier.pair else ''}, not for this data's "
                         f"{'regression' if task.regression else f'labels {list(task.labels)}'}"
                         f"{' on pairs' if task.pair else ''}")
-    return classifier.model
+    return classifier_kd_teacher(Path(config.kd_teacher), classifier.model)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -280,16 +305,15 @@ def split_frame(split: GlueSplit, task: GlueTask) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
-def _settings(config: FinetuneConfig) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+def _settings(config: FinetuneConfig, specs: list[SystemSpec]) -> dict:
+    """The options as results.json and classifier.json record them (every system by label)."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
+    settings["systems"] = [spec.label for spec in specs]
+    return settings
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in metrics.items())
-
-
-def _log(message: str) -> None:
-    click.echo(message, err=True)
 
 
 # -- predict ----------------------------------------------------------------------------------
@@ -302,7 +326,7 @@ class PredictConfig:
     out: Path
     text_column: str | None = None  # None: the column the classifier was trained on
     text_pair_column: str | None = None
-    batch_size: int = EvalConfig.batch_size
+    batch_size: int = TrainSettings.batch_size
     device: str = "auto"  # as finetune's: the same device reproduces its dev predictions
 
     def __post_init__(self) -> None:

@@ -9,7 +9,6 @@ from scipy.stats import spearmanr
 
 from core.teacher import Teacher
 from data.glue import GlueSplit
-from evaluation.config import EvalConfig
 from evaluation.systems import SystemSpec
 
 
@@ -20,11 +19,11 @@ def cosine_spearman(u: np.ndarray, v: np.ndarray, gold: np.ndarray) -> float:
     return 100.0 * float(spearmanr((u * v).sum(axis=1), gold).statistic)
 
 
-def stsb_zero_shot(specs: Sequence[SystemSpec], dev: GlueSplit, config: EvalConfig,
+def stsb_zero_shot(specs: Sequence[SystemSpec], dev: GlueSplit, teacher_name: str | None, device: str,
                    log: Callable[[str], None]) -> dict[str, float]:
     """Zero-shot STS-B dev Spearman for the teacher and each distinct student directory."""
     encoders: dict[str, Callable[[list[str]], np.ndarray]] = {}
-    teacher = Teacher(config.teacher, device=config.device)
+    teacher = Teacher(teacher_name, device=device)
     encoders["teacher"] = teacher.encode
     for spec in specs:
         if spec.kind == "student" and f"student:{spec.path}" not in encoders:

@@ -13,7 +13,7 @@ from cache_tools.manifest import read_manifest
 from core.teacher import POOLINGS
 from core.teacher_onnx import BACKENDS
 from data.corpus import CorpusConfig
-from pipeline.encode import EncodeConfig, run_encode
+from encoding import EncodeConfig, run_encode
 from pipeline.options import default, device_option, progress_option
 
 
@@ -103,16 +103,16 @@ def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_lengt
 def shards_info(directory: Path) -> None:
     """Print the manifest summary of a shard directory."""
     m = read_manifest(directory)
-    stats = m.corpus.get("stats", {})
+    stats = m.corpus.stats  # the reader's counters; none in a kd-logit cache
     lines = [
         f"directory   {directory}",
         f"teacher     {m.teacher} (weights sha256 {m.teacher_fingerprint[:12]})",
         f"pooling     {m.pooling}, layer {m.layer}, normalize {m.normalize}, max_length "
         f"{m.max_length}",
-        f"backend     {m.extra.get('teacher_backend', 'torch (written before backends existed)')}",
+        f"backend     {m.extra.teacher_backend or 'torch (written before backends existed)'}",
         f"vectors     {m.num_rows} x {m.dim} {m.dtype}, {m.num_tokens} tokens",
         f"shards      {len(m.shards)} x {m.format}, {m.num_bytes / 1e6:.1f} MB",
-        f"corpus      {', '.join(str(s['source']) for s in m.corpus.get('sources', []))}",
+        f"corpus      {', '.join(s.source for s in m.corpus.sources)}",
         f"kept        {stats.get('sentences_kept', m.num_rows)} of {stats.get('sentences_seen', '?')}"
         f" sentences (short {stats.get('too_short', 0)}, long {stats.get('too_long', 0)}, "
         f"duplicate {stats.get('duplicates', 0)}, excluded {stats.get('excluded', 0)}, "
@@ -120,9 +120,9 @@ def shards_info(directory: Path) -> None:
         f"bad UTF-8 lines {stats.get('invalid_utf8_lines', 0)})",
         f"init        input embeddings, contextual "
         f"{'yes' if m.contextual_file else 'no (rerun the encode command to add it)'}",
-        f"augment     {m.augment.get('variants', 0)} variants a sentence",
-        f"ood         {m.ood.get('num_rows', 0)} out-of-domain sentences"
-        + (f" from {', '.join(map(str, m.ood.get('sources', [])))}" if m.ood else ""),
+        f"augment     {m.augment.variants if m.augment else 0} variants a sentence",
+        f"ood         {m.ood.num_rows if m.ood else 0} out-of-domain sentences"
+        + (f" from {', '.join(m.ood.sources)}" if m.ood else ""),
         f"created     {m.created} in {m.encode_seconds:.1f}s",
         f"command     {m.command}",
     ]

@@ -59,12 +59,15 @@ P = PredictConfig
 @click.option("--kd-alpha", type=float, default=default(F, "kd_alpha"),
               help="Weight of the hard-label loss in KD runs (the rest: MSE to teacher logits).")
 @click.option("--augment", type=int, default=default(F, "augment"),
-              help="Synthetic copies of each training text (masking, n-gram sampling) labelled by "
-                   "the KD teacher.")
+              help="Variants of each training row (Tang et al. 2019: masking, POS-guided word "
+                   "replacement, n-gram sampling) labelled by the KD teacher's logits alone.")
 @click.option("--max-train-samples", type=int, default=None,
               help="Train on a fixed random subset of this size (quick runs).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Fine-tuned KD teacher and model2vec cache [default: OUT.cache].")
+@click.option("--kd-cache", type=click.Path(path_type=Path), default=None,
+              help="Where the KD teacher's logits are cached (glue-eval's format; share it "
+                   "across runs) [default: CACHE_DIR/kd-cache].")
 @device_option(F)
 def finetune(**options):
     """Fine-tune a student (and compare systems) on your own labelled data; save a classifier."""

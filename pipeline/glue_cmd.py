@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from core.errors import UserError
-from evaluation.config import BASELINES, EvalConfig, parse_rates
+from evaluation.config import EvalConfig
 from evaluation.run import run_glue_eval
+from evaluation.systems import BASELINES
 from pipeline.options import default, device_option, rates_text
 
 
@@ -46,8 +47,13 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
                    "OUT/finetuned-teacher) [default: fine-tune the teacher].")
 @click.option("--kd-alpha", type=float, default=_default("kd_alpha"), show_default=True,
               help="Weight of the hard-label loss in +kd runs (the rest: MSE to teacher logits).")
-@click.option("--kd-shard-rows", type=int, default=_default("kd_shard_rows"), show_default=True,
-              help="Rows per shard of the teacher-logit cache (what one torchrun rank computes).")
+@click.option("--augment", type=int, default=_default("augment"), show_default=True,
+              help="Variants of every training row in the +kd systems' transfer set (Tang et al. "
+                   "2019: masking, POS-guided word replacement, n-gram sampling), labelled by the "
+                   "teacher's logits alone. 0: the training rows only.")
+@click.option("--kd-cache", type=click.Path(path_type=Path), default=None,
+              help="Where the teacher's logits on the transfer set are cached, one entry per "
+                   "teacher, task and transfer set: share it across runs [default: OUT/kd-cache].")
 @click.option("--seeds", type=int, default=_default("seeds"), show_default=True,
               help="Runs per system and task (seeds 0..N-1).")
 @click.option("--teacher-seeds", type=int, default=None,
@@ -93,8 +99,8 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
                    "same command after a stop).")
 @device_option(EvalConfig)
 def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
-              kd_shard_rows, seeds, teacher_seeds, grid_seeds, epochs, patience, batch_size, lr_grid,
-              teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
+              augment, kd_cache, seeds, teacher_seeds, grid_seeds, epochs, patience, batch_size,
+              lr_grid, teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
               teacher_max_train_samples, probe, predict_test, zero_shot, resume, device):
     """Fine-tune and score students, baselines and the teacher on GLUE (dev sets).
 
@@ -106,10 +112,9 @@ def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teac
     config = EvalConfig(
         out=out, systems=list(systems), students_dir=students_dir, tasks=_split_commas(tasks),
         glue_dir=glue_dir, teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha,
-        kd_shard_rows=kd_shard_rows, seeds=seeds, teacher_seeds=teacher_seeds,
+        augment=augment, kd_cache=kd_cache, seeds=seeds, teacher_seeds=teacher_seeds,
         grid_seeds=grid_seeds, epochs=epochs,
-        patience=patience, batch_size=batch_size, lr_grid=parse_rates(lr_grid, "--lr-grid"),
-        teacher_lr_grid=parse_rates(teacher_lr_grid, "--teacher-lr-grid"),
+        patience=patience, batch_size=batch_size, lr_grid=lr_grid, teacher_lr_grid=teacher_lr_grid,
         teacher_head_lr=teacher_head_lr, head_hidden=head_hidden, dropout=dropout,
         max_train_samples=max_train_samples, teacher_max_train_samples=teacher_max_train_samples,
         probe=probe, predict_test=predict_test, zero_shot=zero_shot, resume=resume, device=device,

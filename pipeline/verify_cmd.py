@@ -1,4 +1,4 @@
-"""`pipeline verify`: check a shard directory against its manifest."""
+"""`pipeline verify`: check a shard directory, or a kd-logit cache entry, against its manifest."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cache_tools.logit_cache import is_logit_cache, verify_logit_cache
 from cache_tools.verify import verify_directory
 
 
@@ -17,7 +18,11 @@ from cache_tools.verify import verify_directory
                    "no hashing, no reading of vectors.")
 def verify(directory: Path, quick: bool) -> None:
     """Check every shard of DIRECTORY: present, size, sha256, schema, ids, dimension, dtype,
-    no NaN/Inf vectors, tokenizer and embedding matrix. Exit 2 naming the first problem."""
+    no NaN/Inf vectors, tokenizer and embedding matrix. A kd-logit cache entry (logits.json):
+    its files' shapes, dtypes, sha256 and row structure. Exit 2 naming the first problem."""
     started = time.perf_counter()
-    report = verify_directory(directory, full=not quick)
-    click.echo(f"{report.summary()} in {time.perf_counter() - started:.1f}s: {directory}")
+    if is_logit_cache(directory):
+        summary = verify_logit_cache(directory, full=not quick)
+    else:
+        summary = verify_directory(directory, full=not quick).summary()
+    click.echo(f"{summary} in {time.perf_counter() - started:.1f}s: {directory}")

@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from student.config import StudentConfig, TrainConfig
+from student.directory import StudentDirectory
 
 if TYPE_CHECKING:
     from student.model import StudentEncoder
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 _LAZY = {"StudentEncoder": "student.model", "SentenceStudent": "student.sentence",
          "load_student": "student.sentence"}
 
-__all__ = ["StudentConfig", "StudentEncoder", "SentenceStudent", "TrainConfig", "load_student"]
+__all__ = ["StudentConfig", "StudentDirectory", "StudentEncoder", "SentenceStudent", "TrainConfig",
+           "load_student"]
 
 
 def __getattr__(name: str):

@@ -2,7 +2,8 @@
 
 The one implementation of how a student turns sentences into batches, shared by the torch student
 (student/sentence.py) and the torch-free ONNX student (student/onnx.py), so both tokenize,
-truncate, pad and restore the order identically. Imports only numpy and tokenizers.
+truncate, pad and restore the order identically. Imports only numpy and tokenizers; the batch
+plan and the padding are core.batching's, the ones every encoder of the project uses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from student.tokenization import pad_ids, truncate_ids
+from core.batching import pad_ids, sorted_batches
+from core.progress import bar
+from student.tokenization import truncate_ids
 
 # (ids (B, T) int64, lengths (B,) int64) -> vectors (B, D); both arrays are numpy.
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -41,17 +44,10 @@ def encode_sorted(
     Batches are formed over length-sorted sequences (longest first, ties in input order, so little
     padding) and each batch's vectors are put back in their rows.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = np.argsort([-len(t) for t in ids], kind="stable")
+    plan = sorted_batches([len(t) for t in ids], batch_size)  # raises on batch_size < 1
     vectors = np.empty((len(ids), dim), dtype=np.float32)
-    starts = range(0, len(order), batch_size)
-    if show_progress_bar:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="Encoding", unit="batch")
-    for start in starts:
-        batch = order[start : start + batch_size]
+    plan = bar(plan, desc="Encoding", unit="batch", enabled=show_progress_bar)
+    for batch in plan:
         padded, lengths = pad_ids([ids[i] for i in batch], pad_id)
         vectors[batch] = forward(padded, lengths)
     return vectors

@@ -18,9 +18,10 @@ from cache_tools.format import ShardError
 from cache_tools.manifest import Manifest
 from cache_tools.reader import ShardData, ShardDirectory, read_lengths, read_shard
 from cache_tools.verify import verify_directory, verify_shard
+from core.batching import pad_batch
 from core.errors import UserError
 from core.teacher import TeacherSpec
-from student.tokenization import load_tokenizer, pad_batch, suffix_length, truncate_ids
+from student.tokenization import load_tokenizer, suffix_length, truncate_ids
 
 # Manifest fields that must agree between shard directories trained on together: the same
 # teacher, tokenizer and pooling give vectors in one space.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from student.directory import CONFIG_NAME
+
 PRETRAINED_ROOT = Path(__file__).parent / "pretrained"
 
 
@@ -16,7 +18,7 @@ def shipped_students() -> list[str]:
     """The short names of the students this package carries."""
     if not PRETRAINED_ROOT.is_dir():
         return []
-    return sorted(d.name for d in PRETRAINED_ROOT.iterdir() if (d / "config.json").is_file())
+    return sorted(d.name for d in PRETRAINED_ROOT.iterdir() if (d / CONFIG_NAME).is_file())
 
 
 def student_path(name_or_path: str | Path) -> Path:

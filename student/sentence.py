@@ -11,16 +11,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
+from core.batching import pad_batch
 from core.device import resolve_device
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_json
 from student.batching import encode_sorted, token_ids
 from student.config import StudentConfig
+from student.directory import TOKENIZER_NAME, WEIGHTS_NAME, StudentDirectory
 from student.model import StudentEncoder
-from student.pretrained import student_path
-from student.tokenization import TOKENIZER_FILE, load_tokenizer, pad_batch, suffix_length
+from student.tokenization import load_tokenizer, suffix_length
 
-WEIGHTS_NAME = "model.safetensors"
 # sentence-transformers finds the module class through modules.json; see student/st_module.py.
 ST_MODULE_CLASS = "student.st_module.SRAStudentModule"
 
@@ -106,16 +106,14 @@ class SentenceStudent:
                  for k, v in self.model.state_dict().items()}
         with atomic_output(directory / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp))
-        with atomic_output(directory / TOKENIZER_FILE) as tmp:
+        with atomic_output(directory / TOKENIZER_NAME) as tmp:
             self.tokenizer.save(str(tmp))
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:
-        directory = student_path(directory)  # a shipped student by its short name too
-        config = StudentConfig.load(directory)
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise UserError(f"{directory}: no {WEIGHTS_NAME}")
+        saved = StudentDirectory.open(directory)  # a shipped student by its short name too
+        config = saved.config
+        weights = saved.weights_path
         model = StudentEncoder(config)
         try:
             model.load_state_dict(load_file(str(weights)))
@@ -124,7 +122,7 @@ class SentenceStudent:
             reason = str(exc).strip().splitlines()[0]
             raise UserError(f"{weights}: cannot load the student weights ({reason})") from None
         model.eval().to(resolve_device(device))
-        return cls(model, load_tokenizer(directory), config)
+        return cls(model, load_tokenizer(saved.path), config)
 
 
 def load_student(directory: str | Path, device: str | torch.device | None = None) -> SentenceStudent:

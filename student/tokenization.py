@@ -40,19 +40,25 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tokenizer
 
 
+PAD_NAMES = ("[PAD]", "<pad>")  # BERT's; MPNet's and RoBERTa's (id 1 there, not 0)
+
+
 def pad_token_id(tokenizer: Tokenizer, directory: str | Path | None = None) -> int:
-    """The pad id named in tokenizer_config.json, else ``[PAD]``, else 0."""
-    name = "[PAD]"
+    """The pad id named in tokenizer_config.json, else that of the first of PAD_NAMES in the
+    vocabulary, else 0."""
+    names = list(PAD_NAMES)
     config = Path(directory) / "tokenizer_config.json" if directory is not None else None
     if config is not None and config.is_file():
         pad = json.loads(config.read_text()).get("pad_token")
-        name = pad.get("content", name) if isinstance(pad, dict) else (pad or name)
-    token_id = tokenizer.token_to_id(name)
-    return int(token_id) if token_id is not None else 0
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        names = [pad, *names] if pad else names
+    ids = (tokenizer.token_to_id(name) for name in names)
+    return next((int(token_id) for token_id in ids if token_id is not None), 0)
 
 
 def suffix_length(tokenizer: Tokenizer) -> int:
-    """How many special tokens the tokenizer appends after the text (1 for BERT's [SEP])."""
+    """How many special tokens the tokenizer appends after the text (1 for BERT's [SEP] and
+    MPNet's </s>; 0 without a post-processor)."""
     mask = tokenizer.encode("a", add_special_tokens=True).special_tokens_mask
     count = 0
     for flag in reversed(mask):
@@ -77,20 +83,3 @@ def truncate_ids(ids: Sequence[int] | np.ndarray, max_length: int, suffix: int):
     if isinstance(ids, np.ndarray):
         return np.concatenate([head, tail])
     return list(head) + list(tail)
-
-
-def pad_ids(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Padded ids (B, T) int64 and lengths (B,) int64 as numpy arrays (T >= 1)."""
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    ids = np.full((len(rows), max(int(lengths.max(initial=0)), 1)), pad_id, dtype=np.int64)
-    for row, tokens in enumerate(rows):
-        ids[row, : len(tokens)] = tokens
-    return ids, lengths
-
-
-def pad_batch(rows: Sequence[Sequence[int] | np.ndarray], pad_id: int):
-    """Padded ids (B, T) int64 and lengths (B,) int64 for a list of id sequences, as torch tensors."""
-    import torch
-
-    ids, lengths = pad_ids(rows, pad_id)
-    return torch.from_numpy(ids), torch.from_numpy(lengths)

@@ -6,7 +6,6 @@ import json
 import math
 import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from core.device import autocast_context, resolve_device
 from core.distributed import DistContext, init_distributed
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_bytes, atomic_write_json, remove_leftovers
 from core.optim import OptimStep, warmup_cosine_lr
+from core.progress import bar as progress_bar
 from student.config import RESUMABLE_CHANGES, StudentConfig, TrainConfig
-from student.data import Batch, ShardCorpus, batches_per_epoch, epoch_plan, heldout_split
+from student.data import Batch, ShardCorpus, Split, batches_per_epoch, epoch_plan, heldout_split
+from student.directory import SUMMARY_NAME, StudentDirectory
 from student.evaluate import agreement
 from student.losses import SRALoss
 from student.model import StudentEncoder
@@ -33,7 +33,6 @@ from student.tokenization import TOKENIZER_FILES, pad_token_id
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "metrics.png"
-SUMMARY_NAME = "training_summary.json"
 BEST_DIR = "best"
 
 
@@ -97,35 +96,13 @@ class Trainer:
         self.student_config = student_config(config, self.corpus, embeddings)
         self.device = resolve_device(self.ctx.device(config.device))
         self.loss = SRALoss(config.loss, config.loss_weights)
-
-        torch.manual_seed(config.seed)
-        self.model = StudentEncoder(self.student_config)
-        if config.init_embeddings != "random":
-            self.model.init_embeddings(embeddings, seed=config.seed)
-        if config.freeze_embeddings:
-            self.model.embedding.weight.requires_grad_(False)
-        self.model.to(self.device)
+        self.model = self._build_model(embeddings)
         self.forward_model = self.model  # the module that trains: DDP-wrapped under torchrun
         if self.ctx.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-            lr=config.lr,
-            fused=True,  # one kernel for all tensors: ~3x faster than the default on CPU too
-        )
-
-        self.split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size,
-                                   self.corpus.source_ids)
-        if len(self.split.train) == 0:
-            raise UserError("no training rows left after the held-out split; lower --heldout")
-        if config.train_rows is not None:
-            if config.train_rows > len(self.split.train):
-                raise UserError(f"--train-rows {config.train_rows} exceeds the "
-                                f"{len(self.split.train)} training rows of the shards")
-            self.split.train = self.split.train[: config.train_rows]  # ascending: a prefix
+        self.optimizer = self._build_optimizer()
+        self.split = self._split()
         per_epoch = batches_per_epoch(len(self.split.train), config.batch_size)
         self.total_steps = config.max_steps or config.epochs * per_epoch
         self.warmup = (config.warmup_steps if config.warmup_steps is not None
@@ -140,7 +117,46 @@ class Trainer:
         )
         self.validation = self._validation_batches()
         self.ood = self._ood_batches()
+        self._start_state()
 
+    def _build_model(self, embeddings: np.ndarray) -> StudentEncoder:
+        """The seeded student on ``self.device``, its token table started from ``embeddings``."""
+        config = self.config
+        torch.manual_seed(config.seed)
+        model = StudentEncoder(self.student_config)
+        if config.init_embeddings != "random":
+            model.init_embeddings(embeddings, seed=config.seed)
+        if config.freeze_embeddings:
+            model.embedding.weight.requires_grad_(False)
+        return model.to(self.device)
+
+    def _build_optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the parameters that train; the 1-d ones (biases) are not decayed."""
+        config = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(
+            [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=config.lr,
+            fused=True,  # one kernel for all tensors: ~3x faster than the default on CPU too
+        )
+
+    def _split(self) -> Split:
+        """The held-out split of every row; training keeps the first --train-rows if given."""
+        config = self.config
+        split = heldout_split(self.corpus.num_rows, config.heldout, config.val_size,
+                              self.corpus.source_ids)
+        if len(split.train) == 0:
+            raise UserError("no training rows left after the held-out split; lower --heldout")
+        if config.train_rows is not None:
+            if config.train_rows > len(split.train):
+                raise UserError(f"--train-rows {config.train_rows} exceeds the "
+                                f"{len(split.train)} training rows of the shards")
+            split.train = split.train[: config.train_rows]  # ascending: a prefix
+        return split
+
+    def _start_state(self) -> None:
+        """Where a fresh run starts; a checkpoint replaces all of it."""
         self.step = 0
         self.epoch = 0
         self.position = 0  # batches of the current epoch already trained on
@@ -296,9 +312,8 @@ class Trainer:
         config = self.config
         self.model.train()
         start_step = self.step
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", file=sys.stderr,
-                   disable=not (config.progress and self.ctx.is_main), desc=self.out.name,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=self.total_steps, initial=self.step, unit="step", desc=self.out.name,
+                           enabled=config.progress and self.ctx.is_main)
         if self.step == 0:  # the starting point of the curves
             self._record({"kind": "eval", "step": 0, "epoch": 0, **self.evaluate()})
         try:
@@ -450,21 +465,13 @@ def prepare_output(config: TrainConfig) -> None:
 def run_train_student(config: TrainConfig) -> TrainResult:
     """Train one student as ``config`` says (resuming from its checkpoint with --resume)."""
     out = Path(config.out)
-    if config.resume and not config.overwrite and (out / SUMMARY_NAME).is_file() \
-            and not (out / CHECKPOINT_NAME).is_file():
-        summary = json.loads((out / SUMMARY_NAME).read_text())
-        return TrainResult(out, summary["steps"], True, summary.get("final") or {},
-                           summary.get("best_step"))
+    if config.resume and not config.overwrite and not (out / CHECKPOINT_NAME).is_file():
+        summary = StudentDirectory(out).summary
+        if summary is not None:  # the run finished: nothing is left to resume
+            return TrainResult(out, summary.steps, True, summary.final, summary.best_step)
     trainer = Trainer(config)  # reads and checks the shards before anything is written
-    ctx = trainer.ctx
-    refusal: UserError | None = None
-    if ctx.is_main:
-        try:
-            prepare_output(config)
-        except UserError as exc:
-            refusal = exc
-    if not ctx.all_ok(refusal is None):  # rank 0 alone touches the output; all ranks stop alike
-        raise refusal or UserError("rank 0 refused the run; see its message")
+    # rank 0 alone touches the output; a refusal there stops every rank alike
+    trainer.ctx.main_first(lambda: prepare_output(config))
     checkpoint = out / CHECKPOINT_NAME if config.resume and (out / CHECKPOINT_NAME).is_file() else None
     if checkpoint is not None:
         trainer.load_checkpoint(checkpoint)

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SHARED_DATA, build_tiny_teacher, save_random_student, tiny_corpus
+from tests.helpers import (
+    SHARED_DATA,
+    build_tiny_mpnet,
+    build_tiny_teacher,
+    save_random_student,
+    tiny_corpus,
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,6 +36,13 @@ def onnx_teacher_cache(tmp_path_factory):
 def tiny_teacher_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT (hidden 32) with its tokenizer, saved once per session."""
     return build_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory) -> Path:
+    """A random 2-layer MPNet (hidden 32) laid out like all-mpnet-base-v2 (pad id 1, no token
+    types, positions offset by the pad id, sentence-transformers files), saved once per session."""
+    return build_tiny_mpnet(tmp_path_factory.mktemp("tiny_mpnet"))
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +76,7 @@ def tiny_shards(tmp_path_factory, tiny_teacher_dir, tiny_corpus_file) -> Path:
     """A complete shard directory: the 200 tiny sentences encoded by the tiny teacher
     (4 Arrow shards of 64 rows or fewer, float16). Treat it as read-only."""
     from data.corpus import CorpusConfig
-    from pipeline.encode import EncodeConfig, run_encode
+    from encoding import EncodeConfig, run_encode
 
     out = tmp_path_factory.mktemp("tiny_shards")
     run_encode(EncodeConfig(out=out, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),

@@ -74,6 +74,52 @@ def build_tiny_teacher(directory: Path, hidden: int = 32, layers: int = 2, seed:
     return directory
 
 
+def build_tiny_mpnet(directory: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a randomly initialised MPNet laid out as sentence-transformers/all-mpnet-base-v2 is:
+    ``<s> <pad> </s> <unk>`` first (so the pad id is 1, not 0), ``<mask>`` last, no token types,
+    positions offset by the pad id (``max_position_embeddings`` = max length + 2), and the
+    sentence-transformers files that name its pooling (mean), normalisation and max length."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", ".", ",", "'", "-"]
+    pieces += WORDS + list(string.ascii_lowercase) + [f"##{c}" for c in string.ascii_lowercase]
+    pieces += list(string.digits) + [f"##{d}" for d in string.digits] + ["<mask>"]
+    vocab = {piece: index for index, piece in enumerate(dict.fromkeys(pieces))}
+    tokenizer = MPNetTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=62)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = MPNetConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, intermediate_size=hidden * 2,
+                         max_position_embeddings=64)
+    MPNetModel(config).eval().save_pretrained(directory)
+    write_sentence_transformers_files(directory, hidden, max_seq_length=48)
+    return directory
+
+
+def write_sentence_transformers_files(directory: Path, dim: int, max_seq_length: int,
+                                      pooling: str = "mean", normalize: bool = True) -> None:
+    """modules.json, 1_Pooling/config.json (and 2_Normalize), sentence_bert_config.json: what
+    the teacher reads its pooling, normalisation and max length from."""
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling",
+                "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (directory / "2_Normalize").mkdir(exist_ok=True)
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    modes = {f"pooling_mode_{mode}": mode_name == pooling for mode, mode_name in
+             (("cls_token", "cls"), ("mean_tokens", "mean"), ("max_tokens", "max"))}
+    write_file(directory, "1_Pooling/config.json",
+               json.dumps({"word_embedding_dimension": dim, **modes}))
+    write_file(directory, "modules.json", json.dumps(modules))
+    write_file(directory, "sentence_bert_config.json",
+               json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+
+
 def random_student(tokenizer_dir: Path, seed: int = 0, **options):
     """A seeded, randomly initialised ``SentenceStudent`` with the tokenizer in ``tokenizer_dir``;
     ``options`` override the tiny sizes (output, embedding and hidden 16, max_length 32)."""

@@ -9,8 +9,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# bottom to top; the same list as docs/ARCHITECTURE.md
-FLOORS = ["core", "cache_tools", "data", "student", "evaluation", "pipeline"]
+# bottom to top; the same list as docs/ARCHITECTURE.md. encoding (stage one) sits just below the
+# CLI, so that stages two and three cannot import it: the stages talk only through files.
+FLOORS = ["core", "cache_tools", "data", "student", "evaluation", "encoding", "pipeline"]
+# pipeline/ is the CLI alone: command modules and their shared plumbing, no stage's engine
+PIPELINE_MODULES = {"cli.py", "options.py", "__init__.py", "__main__.py"}
 
 
 def imported_packages(path: Path) -> set[tuple[str, int]]:
@@ -44,6 +47,14 @@ def test_every_package_is_on_a_floor():
     assert packages == set(FLOORS), "a new package needs its floor here and in docs/ARCHITECTURE.md"
 
 
+def test_pipeline_holds_only_the_cli():
+    engines = sorted(path.name for path in (ROOT / "pipeline").glob("*.py")
+                     if path.name not in PIPELINE_MODULES and not path.name.endswith("_cmd.py"))
+    subpackages = sorted(path.name for path in (ROOT / "pipeline").iterdir()
+                         if path.is_dir() and path.name != "__pycache__")
+    assert engines + subpackages == [], "a stage's engine belongs in its own package, not pipeline/"
+
+
 def test_imports_point_down_only():
     assert upward_imports() == []
 
@@ -65,7 +76,8 @@ def test_the_architecture_doc_lists_the_same_floors():
 
 def test_the_shard_format_and_atomic_io_load_without_torch():
     code = ("import sys, cache_tools.reader, cache_tools.writer, cache_tools.verify, "
-            "cache_tools.sharded_map, core.io, core.errors; print('torch' in sys.modules)")
+            "cache_tools.sharded_map, cache_tools.logit_cache, core.io, core.errors; "
+            "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                             check=True)
     assert result.stdout.strip() == "False"

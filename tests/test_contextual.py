@@ -14,7 +14,7 @@ from cache_tools.format import CONTEXTUAL_FILE, MANIFEST_NAME, ShardError
 from cache_tools.reader import ShardDirectory
 from cache_tools.verify import verify_directory
 from data.corpus import CorpusConfig
-from pipeline.encode import EncodeConfig, run_encode
+from encoding import EncodeConfig, run_encode
 from student.config import StudentConfig, TrainConfig
 from student.model import StudentEncoder
 from student.train import run_train_student
@@ -89,7 +89,7 @@ def test_older_directory_refuses_contextual_init_and_a_rerun_adds_it(
 def test_ood_sentences_are_encoded_apart_and_scored_during_training(tmp_path, ood_shards):
     manifest = ShardDirectory(ood_shards).manifest
     ood = ShardDirectory(ood_shards).ood_directory
-    assert manifest.ood["num_rows"] == ood.manifest.num_rows == 30 and manifest.num_rows == 200
+    assert manifest.ood.num_rows == ood.manifest.num_rows == 30 and manifest.num_rows == 200
     verify_directory(ood_shards, full=True)
     result = run_train_student(TrainConfig(shards=[str(ood_shards)], out=str(tmp_path / "s"), hidden=8,
                                            heldout=0.1, max_steps=6, eval_every=3, progress=False))

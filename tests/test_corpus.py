@@ -211,7 +211,7 @@ def test_exclude_drops_every_text_field_of_the_given_files(tmp_path):
 
 
 def test_exclude_changes_the_plan_fingerprint_by_content(tmp_path):
-    from pipeline.encode import _corpus_key
+    from encoding.plan import corpus_key as _corpus_key
 
     held = tmp_path / "held.txt"
     held.write_text("The river is long.\n")

@@ -14,11 +14,11 @@ import cache_tools.writer
 from cache_tools.format import MANIFEST_NAME
 from cache_tools.reader import ShardDirectory
 from cache_tools.verify import verify_directory
+from core.batching import sorted_batches
 from core.errors import UserError
-from core.teacher import plan_batches
 from data.corpus import CorpusConfig
+from encoding import EncodeConfig, run_encode
 from pipeline.cli import cli
-from pipeline.encode import EncodeConfig, run_encode
 from tests.helpers import assert_one_line_error, pipeline_main, read_rows, subprocess_env
 
 
@@ -54,7 +54,7 @@ def test_manifest_and_sidecars(tiny_shards):
     assert [s.name for s in m.shards] == [f"train-0000{i}-of-00004.arrow" for i in range(4)]
     assert [s.num_rows for s in m.shards] == [64, 64, 64, 8]
     assert m.num_rows == 200 and m.dim == 32 and m.dtype == "float16" and m.pooling == "mean"
-    assert m.corpus["stats"]["sentences_kept"] == 200
+    assert m.corpus.stats["sentences_kept"] == 200
     assert (shards.tokenizer_dir / "tokenizer.json").is_file()
     assert shards.load_embeddings().shape == (m.vocab_size, 32)
     assert verify_directory(tiny_shards).num_rows == 200
@@ -142,8 +142,8 @@ def test_arrow_shards_readable_with_polars_and_pyarrow(tiny_shards):
 
 
 @pytest.mark.parametrize("lengths", [[5, 1, 9, 9, 3, 7, 2], list(range(1, 100)), [4]])
-def test_plan_batches_covers_each_index_once_within_budget(lengths):
-    batches = plan_batches(lengths, max_tokens=20, max_batch=4)
+def test_token_budget_batches_cover_each_index_once_within_budget(lengths):
+    batches = sorted_batches(lengths, batch_size=4, max_tokens=20)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     for batch in batches:
@@ -175,15 +175,15 @@ def test_cli_exclude_never_encodes_evaluation_sentences(tmp_path, tiny_corpus_fi
     _, _, texts = read_rows(out)
     assert texts == tiny_sentences[7:]
     manifest = ShardDirectory(out).manifest
-    assert manifest.corpus["stats"]["excluded"] == 7
-    assert manifest.corpus["exclude"][0]["source"] == str(held)
+    assert manifest.corpus.stats["excluded"] == 7
+    assert manifest.corpus.settings["exclude"][0]["source"] == str(held)
     info = runner.invoke(cli, ["shards-info", str(out)])
     assert "excluded 7" in info.output
 
 
 def test_streamed_plan_fingerprint_equals_the_list_fingerprint():
     from core.io import fingerprint
-    from pipeline.encode import _StreamingFingerprint
+    from encoding.plan import StreamingFingerprint as _StreamingFingerprint
 
     for texts in ([], ["a"], ["x \"quoted\" é", "second", "third"]):
         streamed = _StreamingFingerprint()

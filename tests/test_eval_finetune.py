@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from cache_tools.reader import ShardDirectory
+from cache_tools import logit_cache
+from core.batching import pad_batch
 from core.errors import UserError
 from data.glue import TASKS, GlueSplit, load_task
-from evaluation import kd
-from evaluation.backbones import StudentBackbone, pad_batch
+from evaluation import finetuned_teacher
+from evaluation.backbones import StudentBackbone
 from evaluation.config import EvalConfig
 from evaluation.finetune import (
     Encoded,
@@ -33,16 +34,17 @@ from evaluation.finetune import (
     predict,
     task_loss,
 )
+from evaluation.finetuned_teacher import (
+    FINETUNED_DIR,
+    load_finetuned_teacher,
+    save_finetuned_teacher,
+    seed0_teacher,
+)
 from evaluation.heads import TaskHead, TaskModel
 from evaluation.report import markdown, summarize, write_submission
-from evaluation.systems import (
-    SystemSpec,
-    build_model,
-    load_finetuned_teacher,
-    parse_system,
-    resolve_systems,
-    save_finetuned_teacher,
-)
+from evaluation.run import kd_training_data, resolve_inputs
+from evaluation.systems import SystemSpec, parse_system
+from evaluation.systems import resolve_systems as resolve_specs
 from tests.helpers import GLUE_FIXTURES as FIXTURES
 
 CPU = torch.device("cpu")
@@ -194,6 +196,10 @@ def test_head_features():
 
 
 # -- systems ------------------------------------------------------------------------------------
+def resolve_systems(texts):
+    return resolve_specs([parse_system(text) for text in texts])
+
+
 def test_system_specs(tmp_path):
     from student import StudentConfig
 
@@ -233,57 +239,66 @@ def tiny_config(tmp_path, teacher_dir, **overrides) -> EvalConfig:
 def test_config_validation(tmp_path):
     with pytest.raises(UserError, match="kd-alpha"):
         EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=FIXTURES, kd_alpha=2.0)
+    with pytest.raises(UserError, match="lr-grid"):
+        EvalConfig(out=tmp_path, systems=["teacher"], lr_grid="1e-3,x")
+    # the config is built without I/O; what needs the disk is checked when the run starts
+    missing = EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path / "missing")
     with pytest.raises(UserError, match="no such directory"):
-        EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path / "missing")
+        resolve_inputs(missing)
     config = EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=FIXTURES, tasks=["rte", "cola"])
-    assert config.tasks == ["CoLA", "RTE"]  # GLUE order
+    assert resolve_inputs(config).tasks == ["CoLA", "RTE"]  # GLUE order
     (tmp_path / "RTE").mkdir()
     (tmp_path / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
     with pytest.raises(UserError, match="RTE: missing dev.tsv"):
-        EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path, tasks=["RTE"])
+        resolve_inputs(EvalConfig(out=tmp_path, systems=["teacher"], glue_dir=tmp_path, tasks=["RTE"]))
 
 
 def test_finetuned_teacher_roundtrip(tmp_path, tiny_teacher_dir):
     config = tiny_config(tmp_path, tiny_teacher_dir)
     data = load_task("RTE", FIXTURES)
-    model = build_model(SystemSpec("teacher", "teacher", None, False), data.task, config, seed=0)
+    model = config.builder.model(SystemSpec("teacher", "teacher", None, False), data.task, seed=0)
     dev = encode_split(model.backbone, data.dev[""])
     before = predict(model, dev, 4, CPU)
     result = FinetuneResult(best_epoch=1, dev_metrics={"acc": 50.0}, score=50.0)
     save_finetuned_teacher(model, data.task, tmp_path / "ft", "k", result)
-    loaded = load_finetuned_teacher(tmp_path / "ft", data.task, config)
+    loaded = load_finetuned_teacher(tmp_path / "ft", data.task, config.dropout)
     np.testing.assert_allclose(predict(loaded, dev, 4, CPU), before, rtol=1e-5, atol=1e-6)
     with pytest.raises(UserError, match="fine-tuned on RTE"):
-        load_finetuned_teacher(tmp_path / "ft", TASKS["MRPC"], config)
+        load_finetuned_teacher(tmp_path / "ft", TASKS["MRPC"], config.dropout)
 
 
-def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkeypatch):
+def test_kd_logits_are_cached_once_in_their_own_format(tmp_path, tiny_teacher_dir, monkeypatch):
     config = tiny_config(tmp_path, tiny_teacher_dir)
     data = load_task("MRPC", FIXTURES)
     messages: list[str] = []
-    logits = kd.teacher_logits(config, data, data.train, CPU, messages.append)
-    assert logits.shape == (len(data.train), 2)
-    (cache,) = (config.out / kd.CACHE_DIR).iterdir()
-    shards = ShardDirectory(cache)
-    assert shards.manifest.num_rows == len(data.train) and shards.manifest.dim == 2
-    first = shards.read(0, with_text=True)
-    assert first.texts[0] == f"{data.train.text_a[0]}\t{data.train.text_b[0]}"
-    assert (config.out / kd.FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
+    taught = kd_training_data(config, data, data.train, data.train, CPU, log=messages.append)
+    logits = taught.targets
+    assert logits.shape == (len(data.train), 2) and logits.dtype == np.float32
+    # no transfer set: the training rows as they are, every one with its gold label
+    assert taught.train is data.train and taught.gold is None and taught.transfer is None
+    (cache,) = [p for p in config.kd_cache.iterdir() if p.is_dir()]
+    manifest = logit_cache.read_manifest(cache)
+    assert manifest["rows"] == manifest["originals"] == len(data.train) and manifest["classes"] == 2
+    assert manifest["transfer"] is None and manifest["task"] == "MRPC"
+    assert (config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
+    record = json.loads((config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").read_text())
+    # the entry records the fine-tuned weights it was computed with, as their own record does
+    assert manifest["weights"]["teacher_fingerprint"] == record["teacher_fingerprint"]
 
     def no_finetuning(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(kd, "finetune_grid", no_finetuning)
-    again = kd.teacher_logits(config, data, data.train, CPU, messages.append)
-    np.testing.assert_array_equal(again, logits)
+    monkeypatch.setattr(finetuned_teacher, "finetune_grid", no_finetuning)
+    again = kd_training_data(config, data, data.train, data.train, CPU, log=messages.append)
+    np.testing.assert_array_equal(again.targets, logits)
     assert any("from the cache" in m for m in messages)
     # --kd-alpha weighs the students' loss only: the same teacher and cache serve it
     other_alpha = tiny_config(tmp_path, tiny_teacher_dir, kd_alpha=0.9)
     np.testing.assert_array_equal(
-        kd.teacher_logits(other_alpha, data, data.train, CPU, messages.append), logits)
+        kd_training_data(other_alpha, data, data.train, data.train, CPU).targets, logits)
     # the teacher row's seed-0 run is the same fine-tuned teacher, loaded with its dev result
     # and the rates its grid chose (the transformer's grid, the head's rate fixed)
-    _, result, rates = kd.seed0_teacher(config, data, data.train, CPU, messages.append)
+    _, result, rates = seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
     assert [(p["lr"], p["encoder_lr"]) for p in rates["lr_grid"]] == [
         (config.teacher_head_lr, rate) for rate in config.teacher_lr_grid]
     assert rates["encoder_lr"] in config.teacher_lr_grid
@@ -295,8 +310,8 @@ def test_kd_logits_are_cached_in_shard_format(tmp_path, tiny_teacher_dir, monkey
     assert result.history == chosen
     # a given fine-tuned teacher directory is used as is
     given = tiny_config(tmp_path, tiny_teacher_dir, out=tmp_path / "out2",
-                        kd_teacher=config.out / kd.FINETUNED_DIR)
-    np.testing.assert_allclose(kd.teacher_logits(given, data, data.train, CPU, messages.append),
+                        kd_teacher=config.out / FINETUNED_DIR)
+    np.testing.assert_allclose(kd_training_data(given, data, data.train, data.train, CPU).targets,
                                logits, rtol=1e-5, atol=1e-6)
 
 
@@ -304,15 +319,15 @@ def test_teacher_cap_trains_the_teacher_on_fewer_rows_and_scores_all(tmp_path, t
     config = tiny_config(tmp_path, tiny_teacher_dir, teacher_lr_grid=[1e-4])
     data = load_task("MRPC", FIXTURES)
     few = data.train.subset(np.arange(4))
-    logits = kd.teacher_logits(config, data, data.train, CPU, lambda m: None, teacher_train=few)
+    logits = kd_training_data(config, data, data.train, few, CPU).targets
     assert logits.shape == (len(data.train), 2)  # the students' rows, all of them
     (log,) = (config.out / "logs" / "teacher" / "MRPC").iterdir()
     first_epoch = json.loads(log.read_text().splitlines()[0])
     assert first_epoch["epoch"] == 1 and first_epoch["encoder_lr"] == 1e-4
     # the cap is part of the teacher's identity: the full set fine-tunes another teacher
-    _, _, rates = kd.seed0_teacher(config, data, few, CPU, lambda m: None)
+    _, _, rates = seed0_teacher(config.builder, config.recipe, data, few, CPU, lambda m: None)
     messages: list[str] = []
-    kd.seed0_teacher(config, data, data.train, CPU, messages.append)
+    seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
     assert messages == ["MRPC: fine-tuning the teacher (seed 0)"] and rates["lr"] == 1e-3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_pairs_teacher_then_student_distilled_from_it_with_augmentation(
                             FIXTURES / "pairs.jsonl", *PAIR_OPTIONS, "--out", out, "--lr-grid", "1e-2",
                             *QUICK)
     assert code == 0, err
-    assert "72 augmented copies" in err  # 36 training rows x 2
+    assert "72 variants (2 per training row" in err  # 36 training rows x 2
     systems = json.loads((out / "results.json").read_text())["systems"]
     assert list(systems) == [f"student:{tiny_student_dir}+kd", "scratch"]
     student = load_classifier(out)
@@ -112,6 +113,12 @@ def test_kd_teacher_auto_is_fine_tuned_once_and_cached(
     # the same student, seed and rate: only the teacher's logits in the loss differ
     assert [r["train_loss"] for r in distilled["history"]] != [r["train_loss"] for r in plain["history"]]
     first = json.loads((tmp_path / "m" / "classifier.json").read_text())["dev_metrics"]
+    code, _, err = finetune(capsys, monkeypatch, *args)
+    assert code == 0, err
+    # its logits are in the kd cache (--cache-dir's kd-cache): no teacher is even loaded
+    assert "teacher logits from the cache" in err and "teacher (seed 0)" not in err
+    assert json.loads((tmp_path / "m" / "classifier.json").read_text())["dev_metrics"] == first
+    shutil.rmtree(tmp_path / "m.cache" / "kd-cache")
     code, _, err = finetune(capsys, monkeypatch, *args)
     assert code == 0, err
     assert "fine-tuning the teacher" not in err and "fine-tuned teacher (seed 0) from" in err

@@ -13,7 +13,7 @@ import torch
 
 from data.glue import load_task
 from evaluation.config import EvalConfig
-from evaluation.systems import SystemSpec, build_model
+from evaluation.systems import SystemSpec
 from tests.helpers import GLUE_FIXTURES as FIXTURES
 from tests.helpers import assert_one_line_error, pipeline_main
 
@@ -97,18 +97,18 @@ def test_model2vec_backbone_is_model2vecs_mean_pooling(tmp_path, tiny_teacher_di
     config = EvalConfig(out=tmp_path, systems=["model2vec"], glue_dir=FIXTURES,
                         teacher=str(tiny_teacher_dir))
     rte = load_task("RTE", FIXTURES)
-    model = build_model(SystemSpec("model2vec", "model2vec", None, False), rte.task, config, seed=0)
+    model = config.builder.model(SystemSpec("model2vec", "model2vec", None, False), rte.task, seed=0)
     texts = list(rte.dev[""].text_a)
     ids = model.backbone.tokenize(texts)
-    from evaluation.backbones import pad_batch
+    from core.batching import pad_batch
 
     with torch.inference_mode():
         ours = model.backbone(*pad_batch(ids, model.backbone.pad_id)).numpy()  # (N, D)
-    static: StaticModel = load_model2vec(config)
+    static: StaticModel = load_model2vec(config.teacher, config.out)
     np.testing.assert_allclose(ours, static.encode(texts), rtol=1e-3, atol=1e-3)
     assert any(p.requires_grad for p in model.backbone.parameters())  # its table is fine-tuned
     messages: list[str] = []
-    prepare_model2vec(config, messages.append)  # cached: no second distillation
+    prepare_model2vec(config.teacher, config.out, messages.append)  # cached: no second distillation
     assert not any("distilling" in m for m in messages)
 
 
@@ -127,13 +127,13 @@ def test_embeddings_system_takes_the_shards_matrix_and_nothing_else(init, matrix
                         glue_dir=FIXTURES, teacher=str(tiny_teacher_dir))
     task = load_task("SST-2", FIXTURES).task
     spec = SystemSpec(f"embeddings:{student_dir}", "embeddings", student_dir, False)
-    encoder = build_model(spec, task, config, seed=3).backbone.encoder
+    encoder = config.builder.model(spec, task, seed=3).backbone.encoder
     fresh = StudentEncoder(encoder.config)
     fresh.init_embeddings(ShardDirectory(tiny_shards).load_embeddings(matrix), seed=0)
     torch.testing.assert_close(encoder.embedding.weight, fresh.embedding.weight)
     trained = load_student(student_dir).model
     assert not torch.equal(encoder.lstm.weight_ih_l0, trained.lstm.weight_ih_l0)  # no SRA weights
-    again = build_model(spec, task, config, seed=3).backbone.encoder
+    again = config.builder.model(spec, task, seed=3).backbone.encoder
     torch.testing.assert_close(again.lstm.weight_ih_l0, encoder.lstm.weight_ih_l0)  # seeded
 
 
@@ -143,7 +143,7 @@ def test_default_scratch_without_students_uses_the_teachers_tokenizer(tmp_path, 
     config = EvalConfig(out=tmp_path, systems=["scratch"], glue_dir=FIXTURES,
                         teacher=str(tiny_teacher_dir))
     task = load_task("SST-2", FIXTURES).task
-    backbone = build_model(SystemSpec("scratch", "scratch", None, False), task, config, 0).backbone
+    backbone = config.builder.model(SystemSpec("scratch", "scratch", None, False), task, 0).backbone
     teacher = Teacher(str(tiny_teacher_dir), device="cpu")
     assert backbone.tokenize(["a good film"])[0].tolist() == teacher.tokenize(["a good film"])[0]
     assert backbone.dim == teacher.dim and backbone.encoder.config.hidden == 256

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from evaluation.run import weights_stamp
+from evaluation.run import weights_fingerprint
 from evaluation.systems import SystemSpec
 from tests.helpers import GLUE_FIXTURES, pipeline_main
 
@@ -57,14 +57,16 @@ def test_without_resume_every_run_is_trained_again(tmp_path, tiny_teacher_dir, c
         assert "kept from" not in err
 
 
-def test_a_retrained_student_changes_the_weights_stamp(tmp_path):
+def test_the_weights_fingerprint_follows_content_not_mtimes(tmp_path):
     student = tmp_path / "student"
     student.mkdir()
     (student / "config.json").write_text("{}")
     (student / "model.safetensors").write_bytes(b"weights")
     spec = SystemSpec(f"student:{student}", "student", student, kd=False)
-    before = weights_stamp(spec, config=None)
+    before = weights_fingerprint(spec, teacher=None)
     stat = (student / "model.safetensors").stat()
     os.utime(student / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert weights_stamp(spec, config=None) != before
-    assert weights_stamp(SystemSpec("scratch", "scratch", None, kd=False), config=None) is None
+    assert weights_fingerprint(spec, teacher=None) == before  # touched, not retrained
+    (student / "model.safetensors").write_bytes(b"retrained")
+    assert weights_fingerprint(spec, teacher=None) != before
+    assert weights_fingerprint(SystemSpec("scratch", "scratch", None, kd=False), teacher=None) is None

@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from cache_tools.reader import ShardDirectory
 from core.teacher import default_teacher
 from data.corpus import CorpusConfig
-from pipeline.encode import EncodeConfig, run_encode
+from encoding import EncodeConfig, run_encode
 
 
 @pytest.mark.slow

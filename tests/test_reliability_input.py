@@ -109,7 +109,7 @@ def test_skipped_and_counted(case, tmp_path, encode):
     assert code == 0, err
     assert f"done: {kept} sentences" in out
     assert all(f"{k}={v}" in out for k, v in counts.items())  # the done line names the skips
-    stats = read_manifest(tmp_path / "out").corpus["stats"]
+    stats = read_manifest(tmp_path / "out").corpus.stats
     assert {k: stats[k] for k in counts} == counts and stats["sentences_kept"] == kept
 
 

@@ -10,7 +10,7 @@ import pytest
 from cache_tools.format import MANIFEST_NAME
 from cache_tools.verify import verify_directory
 from data.corpus import CorpusConfig
-from pipeline.encode import EncodeConfig, run_encode
+from encoding import EncodeConfig, run_encode
 from tests.helpers import assert_one_line_error, copy_shards, edit_json, pipeline_main, rewrite_shard
 
 SHARD1 = "train-00001-of-00004.arrow"

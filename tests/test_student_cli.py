@@ -69,7 +69,7 @@ def test_arrow_and_hdf5_shards_of_one_teacher_train_together(monkeypatch, capsys
                                                               tiny_shards, tiny_teacher_dir,
                                                               tiny_corpus_file):
     from data.corpus import CorpusConfig
-    from pipeline.encode import EncodeConfig, run_encode
+    from encoding import EncodeConfig, run_encode
 
     hdf5 = tmp_path / "hdf5"
     run_encode(EncodeConfig(out=hdf5, corpus=CorpusConfig(sources=[str(tiny_corpus_file)]),

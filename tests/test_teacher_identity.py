@@ -1,5 +1,6 @@
 """One teacher identity (TeacherSpec): made once, the same wherever the teacher lives, and the
-source of the manifest's, the kd cache's and a fine-tuned teacher's teacher fields."""
+source of the manifest's, the kd cache's and a fine-tuned teacher's teacher fields (the kd
+cache's: tests/test_eval_finetune.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ import pytest
 import torch
 
 from cache_tools.manifest import SENTENCE_VECTORS, TASK_LOGITS, read_manifest
-from cache_tools.verify import verify_directory
 from core import teacher as teacher_module
 from core.teacher import Teacher, TeacherSpec, teacher_spec
-from data.glue import load_task
-from evaluation import kd
-from evaluation.config import EvalConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 CPU = torch.device("cpu")
@@ -64,27 +61,6 @@ def test_encode_writes_the_spec_into_settings_shards_and_manifest(tiny_shards, t
     assert manifest.kind == SENTENCE_VECTORS
     for name, value in spec.manifest_fields().items():
         assert getattr(manifest, name) == value, name
-
-
-def test_kd_cache_manifest_has_its_own_kind_and_real_teacher_fields(tmp_path, tiny_teacher_dir):
-    config = EvalConfig(out=tmp_path / "out", systems=["teacher"], glue_dir=FIXTURES,
-                        teacher=str(tiny_teacher_dir), epochs=1, batch_size=8, head_hidden=8,
-                        teacher_lr_grid=[1e-4])
-    data = load_task("MRPC", FIXTURES)
-    kd.teacher_logits(config, data, data.train, CPU, lambda message: None)
-    (cache,) = (config.out / kd.CACHE_DIR).iterdir()
-    manifest = read_manifest(cache)
-    assert manifest.kind == TASK_LOGITS
-    assert verify_directory(cache).num_rows == len(data.train)  # no tokenizer/matrices asked for
-    assert manifest.dim == 2  # the logits', not the teacher's hidden size
-    assert manifest.pooling == "mean" and manifest.tokenizer_fingerprint  # no placeholders
-    finetuned = config.out / kd.FINETUNED_DIR / "MRPC"
-    record = json.loads((finetuned / "glue_model.json").read_text())
-    # the cache names the fine-tuned weights, as their own record does
-    assert manifest.teacher_fingerprint == record["teacher_fingerprint"]
-    base = teacher_spec(str(tiny_teacher_dir))
-    assert record["teacher_fingerprint"] != base.teacher_fingerprint  # fine-tuning changed them
-    assert record["tokenizer_fingerprint"] == base.tokenizer_fingerprint
 
 
 @pytest.mark.parametrize("kind", [SENTENCE_VECTORS, TASK_LOGITS])

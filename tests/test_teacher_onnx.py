@@ -13,8 +13,8 @@ from cache_tools.manifest import read_manifest
 from core import teacher as teacher_module
 from core.errors import UserError
 from core.teacher import Teacher
-from core.teacher_onnx import MODEL_FILE, TOKEN_TYPES
-from pipeline.encode import EncodeConfig
+from core.teacher_onnx import MODEL_FILE
+from encoding import EncodeConfig
 from tests.helpers import pipeline_main
 
 MIN_COSINE = 0.9999
@@ -168,34 +168,15 @@ def test_missing_weights_are_one_warning_line(tiny_teacher_dir, tmp_path, capfd)
     assert len(err) == 1 and "1 weights missing" in err[0] and "encoder.layer.0.output.dense.weight" in err[0]
 
 
-def test_a_model_without_token_types_runs_on_onnx(tiny_teacher_dir, tiny_sentences, tmp_path, cache):
-    """MPNet takes no token_type_ids: the graph has no such input and is fed none."""
-    import torch
-    from transformers import BertTokenizerFast, MPNetConfig, MPNetModel
-
-    directory = tmp_path / "mpnet"
-    tokenizer = BertTokenizerFast.from_pretrained(str(tiny_teacher_dir))
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
-                         pad_token_id=tokenizer.pad_token_id)
-    MPNetModel(config).eval().save_pretrained(directory)
-    torch_teacher = Teacher(str(directory), device="cpu", backend="torch")
-    onnx_teacher = Teacher(str(directory), device="cpu", backend="onnx")
-    assert min_cosine(onnx_teacher.encode(tiny_sentences), torch_teacher.encode(tiny_sentences)) >= MIN_COSINE
-    assert TOKEN_TYPES not in onnx_teacher._onnx.inputs
-
-
 def test_encode_records_the_backend_but_keeps_the_settings(tiny_shards, tiny_corpus_file, tiny_teacher_dir,
                                                            tmp_path, capsys, monkeypatch):
     onnx_run = read_manifest(tiny_shards)
-    assert onnx_run.extra["teacher_backend"] == "onnx"
+    assert onnx_run.extra.teacher_backend == "onnx"
     code, _, err = pipeline_main(capsys, monkeypatch, "encode", "--corpus", tiny_corpus_file, "--out",
                                  tmp_path / "o", "--teacher", tiny_teacher_dir, "--shard-size", 64,
                                  "--teacher-backend", "torch", "--quiet")
     assert code == 0, err
     torch_run = read_manifest(tmp_path / "o")
-    assert torch_run.extra["teacher_backend"] == "torch"
+    assert torch_run.extra.teacher_backend == "torch"
     # the same vectors: a directory written with one backend resumes with the other
     assert torch_run.settings_fingerprint == onnx_run.settings_fingerprint

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from core.errors import UserError
+from data.augment import TransferSettings, augment_split
 from data.user_task import (
     BINARY_METRICS,
     MULTICLASS_METRICS,
@@ -19,7 +20,6 @@ from data.user_task import (
     write_table,
 )
 from evaluation.metrics import split_metrics
-from evaluation.user_augment import augment_split
 from tests.helpers import USER_FIXTURES as FIXTURES
 from tests.helpers import write_file
 
@@ -114,8 +114,8 @@ def test_dev_labels_the_training_file_lacks(tmp_path):
 
 def test_augmentation_is_seeded_and_keeps_words():
     data = load_user_task(FIXTURES / "pairs.jsonl", None, PAIRS)
-    augmented = augment_split(data.train, 3, seed=0)
+    augmented = augment_split(data.train, TransferSettings(3), "[MASK]")
     assert len(augmented) == 3 * len(data.train) and augmented.labels is None
     assert len(augmented.text_b) == len(augmented.text_a)  # each variant keeps its pair
-    assert augment_split(data.train, 3, seed=0).text_a == augmented.text_a
+    assert augment_split(data.train, TransferSettings(3), "[MASK]").text_a == augmented.text_a
     assert json.dumps(augmented.index[:3]) == json.dumps(["0-aug0", "0-aug1", "0-aug2"])
