@@ -34,6 +34,8 @@ def stage_cpu_seconds(run: Path) -> dict[str, float]:
     path = run / "stage_seconds.tsv"
     for line in path.read_text().splitlines() if path.is_file() else []:
         name, _wall, user, system, *_ = line.split("\t")
+        if "NA" in (user, system):  # a step whose CPU time was not measured (its wall only)
+            continue
         seconds[name] = seconds.get(name, 0.0) + float(user) + float(system)
     return seconds
 
