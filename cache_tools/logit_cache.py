@@ -191,6 +191,16 @@ def _load_texts(directory: Path, files: dict, full: bool) -> tuple[list[str], li
     return table.column("text_a").to_pylist(), text_b
 
 
+def row_layout(originals: int, variants: int) -> tuple[np.ndarray, np.ndarray]:
+    """``source`` (R,) int64 and ``variant`` (R,) int32 of the format's row order: the M
+    originals, then ``variants`` variants of each, in order."""
+    rows = np.arange(originals)
+    source = np.concatenate([rows, np.repeat(rows, variants)])
+    variant = np.concatenate([np.zeros(originals, np.int32),
+                              np.tile(np.arange(1, variants + 1, dtype=np.int32), originals)])
+    return source, variant
+
+
 def check_structure(logits: np.ndarray, source: np.ndarray, variant: np.ndarray, texts: int,
                     where: str) -> None:
     """Rows as the format lays them out: M originals (source = their own row, variant 0), then N
@@ -201,10 +211,7 @@ def check_structure(logits: np.ndarray, source: np.ndarray, variant: np.ndarray,
                          f"{variant.shape} do not line up")
     originals = int((variant == 0).sum())
     variants = (rows - originals) // max(originals, 1)
-    expected_source = np.concatenate([np.arange(originals),
-                                      np.repeat(np.arange(originals), variants)])
-    expected_variant = np.concatenate([np.zeros(originals, np.int64),
-                                       np.tile(np.arange(1, variants + 1), originals)])
+    expected_source, expected_variant = row_layout(originals, variants)
     if (rows != originals * (variants + 1) or not np.array_equal(source, expected_source)
             or not np.array_equal(variant, expected_variant) or texts != rows - originals):
         raise ShardError(f"{where}: rows are not {originals} originals then {variants} "

@@ -92,6 +92,11 @@ class TransferSettings:
                 "p_mask": P_MASK, "p_pos": P_DROP, "p_ngram": P_NGRAM, "max_ngram": MAX_NGRAM}
 
 
+def variant_id(row_id: str, copy: int) -> str:
+    """The row id of variant ``copy`` (0-based) of the row ``row_id``."""
+    return f"{row_id}-aug{copy}"
+
+
 def augment_split(split: GlueSplit, settings: TransferSettings, mask_token: str,
                   vocabulary: PosVocabulary | None = None) -> GlueSplit:
     """``settings.variants`` variants of every row by Tang's rules, unlabelled; row
@@ -110,7 +115,7 @@ def augment_split(split: GlueSplit, settings: TransferSettings, mask_token: str,
             for side, out in zip(sides, varied, strict=True):
                 out.append(augment_sentence(side[row], rng, mask_token,
                                             _pos_replacer(vocabulary, side[row])))
-            index.append(f"{split.index[row]}-aug{copy}")
+            index.append(variant_id(split.index[row], copy))
     return GlueSplit(split.task, f"{split.split}-augmented", varied[0],
                      varied[1] if len(varied) > 1 else None, None, index)
 

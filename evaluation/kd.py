@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache_tools.logit_cache import LogitEntry, cached_entry, read_entry
+from cache_tools.logit_cache import LogitEntry, cached_entry, read_entry, row_layout
 from core.distributed import DistContext
 from core.errors import UserError
 from core.io import fingerprint, sha256_file
-from data.augment import TransferSettings, augment_split
+from data.augment import TransferSettings, augment_split, variant_id
 from data.glue import GlueSplit, TaskData
 from data.pos import get_tagger
 from evaluation.engine import TrainingData
@@ -110,13 +110,10 @@ def _compute(model: TaskModel, train: GlueSplit, job: LogitJob, meta: dict,
         varied = augment_split(train, job.transfer, mask)
         log(f"{train.task}: {len(varied)} variants ({variants} per training row: masking, "
             "POS-guided replacement, n-gram sampling), labelled by the teacher alone")
-        rows = _concat(train, varied)
+        rows = _with_variants(train, varied.text_a, varied.text_b, varied.index)
         made_with = {"tagger": get_tagger(job.transfer.tagger).name, "mask_token": mask}
     logits = _predict_chunks(model, rows, job)  # (R, C)
-    originals = np.arange(len(train))
-    source = np.concatenate([originals, np.repeat(originals, variants)])  # (R,)
-    variant = np.concatenate([np.zeros(len(train), np.int32),
-                              np.tile(np.arange(1, variants + 1, dtype=np.int32), len(train))])
+    source, variant = row_layout(len(train), variants)  # (R,) each
     teacher = getattr(model.backbone, "teacher", None)  # the fine-tuned weights, for the record
     weights = None if teacher is None else teacher.identify().to_dict()
     extra = {"weights": weights, **({"variants": made_with} if made_with else {}),
@@ -134,11 +131,12 @@ def _predict_chunks(model: TaskModel, rows: GlueSplit, job: LogitJob) -> np.ndar
                                    job.device) for chunk in chunks])
 
 
-def _concat(train: GlueSplit, varied: GlueSplit) -> GlueSplit:
-    """The training rows, then the (unlabelled) variants."""
-    text_b = None if train.text_b is None else train.text_b + varied.text_b
-    return GlueSplit(train.task, f"{train.split}+variants", train.text_a + varied.text_a, text_b,
-                     None, train.index + varied.index)
+def _with_variants(train: GlueSplit, text_a: list[str], text_b: list[str] | None,
+                   index: list[str], labels: np.ndarray | None = None) -> GlueSplit:
+    """The training rows, then their variants (``labels``: all the rows', or None)."""
+    pairs = None if train.text_b is None else train.text_b + text_b
+    return GlueSplit(train.task, f"{train.split}+variants", train.text_a + text_a, pairs, labels,
+                     train.index + index)
 
 
 def _mask_token(model: TaskModel) -> str:
@@ -160,12 +158,10 @@ def training_rows(data: TaskData, train: GlueSplit, entry: LogitEntry,
     if not entry.text_a:
         return TrainingData(data, train, entry.logits)
     added = len(entry.text_a)
-    index = [f"{train.index[s]}-aug{v - 1}" for s, v in
+    index = [variant_id(train.index[s], v - 1) for s, v in
              zip(entry.source[len(train):], entry.variant[len(train):], strict=True)]
     labels = np.concatenate([train.labels, np.zeros(added, dtype=train.labels.dtype)])  # (R,)
-    text_b = None if train.text_b is None else train.text_b + entry.text_b
-    rows = GlueSplit(train.task, f"{train.split}+variants", train.text_a + entry.text_a, text_b,
-                     labels, train.index + index)
+    rows = _with_variants(train, entry.text_a, entry.text_b, index, labels)
     return TrainingData(data, rows, entry.logits, gold=entry.variant == 0, transfer=transfer)
 
 

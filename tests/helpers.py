@@ -136,6 +136,16 @@ def random_student(tokenizer_dir: Path, seed: int = 0, **options):
     return SentenceStudent(StudentEncoder(config).eval(), tokenizer, config)
 
 
+def train_tiny_student(shards: Path, out: Path) -> Path:
+    """A tiny student (hidden 16) trained for 6 steps of 32 on ``shards`` into ``out``."""
+    from student import TrainConfig
+    from student.train import run_train_student
+
+    run_train_student(TrainConfig(shards=[str(shards)], out=str(out), hidden=16, batch_size=32,
+                                  heldout=0.1, max_steps=6, progress=False))
+    return out
+
+
 def save_random_student(directory: Path, tokenizer_dir: Path, seed: int = 0, **options) -> Path:
     """:func:`random_student` saved through the student API to ``directory``."""
     random_student(tokenizer_dir, seed, **options).save(directory)

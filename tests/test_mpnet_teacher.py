@@ -24,14 +24,14 @@ from data.corpus import CorpusConfig
 from encoding import EncodeConfig, run_encode
 from evaluation.classifier import load_classifier
 from evaluation.systems import default_scratch_student
-from student import TrainConfig, load_student
+from student import load_student
 from student.tokenization import load_tokenizer, pad_token_id
-from student.train import run_train_student
 from tests.helpers import (
     GLUE_FIXTURES,
     USER_FIXTURES,
     pipeline_main,
     read_rows,
+    train_tiny_student,
     write_sentence_transformers_files,
 )
 
@@ -50,10 +50,7 @@ def mpnet_shards(tmp_path_factory, tiny_mpnet_dir, tiny_corpus_file) -> Path:
 
 @pytest.fixture(scope="module")
 def mpnet_student(tmp_path_factory, mpnet_shards) -> Path:
-    out = tmp_path_factory.mktemp("mpnet_student") / "s"
-    run_train_student(TrainConfig(shards=[str(mpnet_shards)], out=str(out), hidden=16,
-                                  batch_size=32, heldout=0.1, max_steps=6, progress=False))
-    return out
+    return train_tiny_student(mpnet_shards, tmp_path_factory.mktemp("mpnet_student") / "s")
 
 
 # -- the teacher ---------------------------------------------------------------------------------

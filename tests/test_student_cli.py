@@ -10,20 +10,20 @@ import pyarrow as pa
 import pytest
 
 from student import load_student
-from tests.helpers import assert_one_line_error, copy_shards, edit_json, pipeline_main
+from tests.helpers import (
+    assert_one_line_error,
+    copy_shards,
+    edit_json,
+    pipeline_main,
+    train_tiny_student,
+)
 
 TINY = ["--hidden", "16", "--batch-size", "32", "--heldout", "0.1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory, tiny_shards) -> Path:
-    from student import TrainConfig
-    from student.train import run_train_student
-
-    out = tmp_path_factory.mktemp("cli_student") / "s"
-    run_train_student(TrainConfig(shards=[str(tiny_shards)], out=str(out), hidden=16,
-                                  batch_size=32, heldout=0.1, max_steps=6, progress=False))
-    return out
+    return train_tiny_student(tiny_shards, tmp_path_factory.mktemp("cli_student") / "s")
 
 
 # -- refusals: one line on stderr, exit code 2 -------------------------------------------------
