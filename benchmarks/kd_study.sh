@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Task distillation that pays (issue 25): the teacher fine-tuned on each task's full training set,
+# its logits computed once into one shared kd cache, and the +kd rows (student+kd: the SRA student
+# distilled; kd: a random BiLSTM distilled the same way, Tang et al.'s setup), with and without the
+# augmented transfer set. The protocol is the second edition's: full training sets, the rate grid
+# searched by seed 0, 3 seeds. Every step is resumable: rerun the same command after a stop.
+#
+#   bash benchmarks/kd_study.sh teacher TASK        # the teacher row: full set, its rate grid, 1 seed
+#   bash benchmarks/kd_study.sh rows TASK [N]       # student+kd and kd, transfer set of N variants
+#   bash benchmarks/kd_study.sh row TASK NAME SYSTEM [N]  # one system, e.g. the plain student row
+#   bash benchmarks/kd_study.sh augment TASK N RATE # the N study: student+kd, 3 seeds at one rate
+#
+# Epochs: 3 (1 on SST-2, whose 67k rows are 2,100 steps a pass) with the training rows alone; one
+# pass over the transfer set when it has variants (N=16 is 17 times the rows of an epoch).
+# STUDENT is the SRA student distilled (default: the shipped 1M-sentence student).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DATA=${DATA:-$ROOT/../shared/data}
+RUN=${RUN:-$ROOT/runs/kd}
+STUDENT=${STUDENT:-sra-bilstm-minilm-wiki1m}
+PIPELINE=${PIPELINE:-$ROOT/.venv/bin/pipeline}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+
+mkdir -p "$RUN"
+echo "$(date -u +%FT%TZ) $* $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/commits.txt"
+timed() {  # timed NAME COMMAND...: append "NAME wall user sys" to stage_seconds.tsv
+    local name=$1 times; shift
+    times=$(mktemp)
+    { TIMEFORMAT="%R %U %S"; time "$@" 2>&3; } 3>&2 2>"$times"
+    printf '%s\t%s\t%s\n' "$name" "$(tr ' ' '\t' < "$times")" "$OMP_NUM_THREADS" >> "$RUN/stage_seconds.tsv"
+    rm -f "$times"
+}
+epochs() {  # epochs TASK N
+    if [ "$2" -gt 0 ]; then echo 1; elif [ "$1" = SST-2 ]; then echo 1; else echo 3; fi
+}
+suffix() { [ "$1" -gt 0 ] && echo "-aug$1" || true; }
+glue() {  # glue TASK NAME N ARGS...: one glue-eval into RUN/glue/TASK/NAME, kept once finished
+    local task=$1 name=$2 n=$3; shift 3
+    local out=$RUN/glue/$task/$name
+    [ -f "$out/results.json" ] && return 0
+    timed "glue-$task-$name" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
+        --out "$out" --epochs "$(epochs "$task" "$n")" --resume "$@"
+}
+kd() {  # the +kd systems' teacher (the teacher row's own weights), shared cache, transfer set
+    echo --kd-teacher "$RUN/glue/$1/teacher/finetuned-teacher" --kd-cache "$RUN/kd-cache" --augment "$2"
+}
+
+step=${1:?step: teacher, rows, row or augment}
+task=${2:?TASK}
+case $step in
+teacher)
+    glue "$task" teacher 0 --system teacher --seeds 1
+    ;;
+rows)
+    n=${3:-0}
+    glue "$task" "student-kd$(suffix "$n")" "$n" --system "student:$STUDENT+kd" --seeds 3 --grid-seeds 1 \
+        $(kd "$task" "$n")
+    glue "$task" "kd$(suffix "$n")" "$n" --system kd --seeds 3 --grid-seeds 1 $(kd "$task" "$n")
+    ;;
+row)
+    name=${3:?row TASK NAME SYSTEM [N]}; system=${4:?row TASK NAME SYSTEM [N]}; n=${5:-0}
+    glue "$task" "$name" "$n" --system "$system" --seeds 3 --grid-seeds 1 $(kd "$task" "$n")
+    ;;
+augment)
+    n=${3:?augment TASK N RATE}; rate=${4:?augment TASK N RATE}
+    glue "$task" "augment-$n" "$n" --system "student:$STUDENT+kd" --seeds 3 --lr "$rate" $(kd "$task" "$n")
+    ;;
+*) echo "error: unknown step $step" >&2; exit 2 ;;
+esac
