@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Task distillation that pays (issue 25): the teacher fine-tuned on each task's full training set,
 # its logits computed once into one shared kd cache, and the +kd rows (student+kd: the SRA student
-# distilled; kd: a random BiLSTM distilled the same way, Tang et al.'s setup), with and without the
+# distilled; kd: a BiLSTM of the same architecture from random weights, distilled the same way: Tang
+# et al.'s setup), with and without the
 # augmented transfer set. The protocol is the second edition's: full training sets, the rate grid
 # searched by seed 0, 3 seeds. Every step is resumable: rerun the same command after a stop.
 #
@@ -55,7 +56,7 @@ rows)
     n=${3:-0}
     glue "$task" "student-kd$(suffix "$n")" "$n" --system "student:$STUDENT+kd" --seeds 3 --grid-seeds 1 \
         $(kd "$task" "$n")
-    glue "$task" "kd$(suffix "$n")" "$n" --system kd --seeds 3 --grid-seeds 1 $(kd "$task" "$n")
+    glue "$task" "kd$(suffix "$n")" "$n" --system "kd:$STUDENT" --seeds 3 --grid-seeds 1 $(kd "$task" "$n")
     ;;
 row)
     name=${3:?row TASK NAME SYSTEM [N]}; system=${4:?row TASK NAME SYSTEM [N]}; n=${5:-0}
