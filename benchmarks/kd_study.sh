@@ -2,8 +2,7 @@
 # Task distillation that pays (issue 25): the teacher fine-tuned on each task's full training set,
 # its logits computed once into one shared kd cache, and the +kd rows (student+kd: the SRA student
 # distilled; kd: a BiLSTM of the same architecture from random weights, distilled the same way: Tang
-# et al.'s setup), with and without the
-# augmented transfer set. The protocol is the second edition's: full training sets, the rate grid
+# et al.'s setup), with and without the augmented transfer set. The protocol is the second edition's: full training sets, the rate grid
 # searched by seed 0, 3 seeds. Every step is resumable: rerun the same command after a stop.
 #
 #   bash benchmarks/kd_study.sh teacher TASK        # the teacher row: full set, its rate grid, 1 seed
