@@ -12,7 +12,8 @@
 #
 # Epochs: 3 (1 on SST-2, whose 67k rows are 2,100 steps a pass) with the training rows alone; one
 # pass over the transfer set when it has variants (N=16 is 17 times the rows of an epoch).
-# STUDENT is the SRA student distilled (default: the shipped 1M-sentence student).
+# STUDENT is the SRA student distilled (default: the shipped 1M-sentence student); TEACHER the base
+# teacher (default: the bundled all-MiniLM-L6-v2; e.g. ../teachers/all-mpnet-base-v2).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=${DATA:-$ROOT/../shared/data}
@@ -39,7 +40,7 @@ glue() {  # glue TASK NAME N ARGS...: one glue-eval into RUN/glue/TASK/NAME, kep
     local out=$RUN/glue/$task/$name
     [ -f "$out/results.json" ] && return 0
     timed "glue-$task-$name" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
-        --out "$out" --epochs "$(epochs "$task" "$n")" --resume "$@"
+        --out "$out" --epochs "$(epochs "$task" "$n")" --resume ${TEACHER:+--teacher "$TEACHER"} "$@"
 }
 kd() {  # the +kd systems' teacher (the teacher row's own weights), shared cache, transfer set
     echo --kd-teacher "$RUN/glue/$1/teacher/finetuned-teacher" --kd-cache "$RUN/kd-cache" --augment "$2"
