@@ -21,9 +21,10 @@ import shutil
 import sys
 from pathlib import Path
 
-TASKS = ["CoLA", "SST-2", "MRPC", "RTE"]
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from glue_rows import TASKS, glue_rows, glue_table  # noqa: E402
 
 from student.directory import SUMMARY_NAME  # noqa: E402
 
@@ -79,34 +80,6 @@ def students(run: Path) -> list[dict]:
             "peak_rss_mb": summary.get("peak_rss_mb"),
         })
     return sorted(rows, key=lambda r: (r["name"] != "default", r["name"], r["size"]))
-
-
-def glue_rows(specs: list[str]) -> dict:
-    """``{ROW: {TASK: [mean, std]}}`` from ``ROW=PATTERN`` specs, PATTERN a glue-eval output
-    directory with ``{task}`` in it (one system per directory, as scale_study.sh glue and the
-    second edition's reproduce.sh write them); tasks not finished yet are left out."""
-    table: dict[str, dict[str, list[float]]] = {}
-    for spec in specs:
-        row, _, pattern = spec.partition("=")
-        for task in TASKS:
-            path = Path(pattern.format(task=task)) / "results.json"
-            if not path.is_file():
-                continue
-            for result in json.loads(path.read_text())["systems"].values():
-                cell = result["tasks"][task]["score"]
-                table.setdefault(row, {})[task] = [cell["mean"], cell["std"]]
-    return table
-
-
-def glue_table(glue: dict) -> list[str]:
-    """The fine-tuned rows as a markdown table: mean ± std over seeds, and the average."""
-    lines = ["| system | " + " | ".join(TASKS) + " | average |", "|---" * (len(TASKS) + 2) + "|"]
-    for row, cells in glue.items():
-        scores = [f"{cells[t][0]:.1f} ± {cells[t][1]:.1f}" if t in cells else "–" for t in TASKS]
-        average = (f"{sum(cells[t][0] for t in TASKS) / len(TASKS):.1f}"
-                   if all(t in cells for t in TASKS) else "–")
-        lines.append(f"| {row} | " + " | ".join(scores) + f" | {average} |")
-    return lines
 
 
 def write_table(rows: list[dict], path: Path) -> None:
