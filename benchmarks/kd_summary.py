@@ -60,7 +60,8 @@ def cache_entries(run: Path) -> list[dict]:
 
 
 def kd_runs(run: Path) -> dict[str, int]:
-    """How many finished fine-tuning runs of +kd systems each task has (all read the kd cache)."""
+    """How many fine-tuning runs of +kd systems each task has finished, every rate of a seed's grid
+    counted (all of them read the kd cache)."""
     counts: dict[str, int] = {}
     for path in run.glob("glue/*/*/results.json"):
         labels = json.loads(path.read_text())["systems"]
@@ -68,7 +69,8 @@ def kd_runs(run: Path) -> dict[str, int]:
             continue
         task, runs = path.parent.parent.name, path.parent / "runs.jsonl"
         lines = runs.read_text().splitlines() if runs.is_file() else []
-        counts[task] = counts.get(task, 0) + sum(1 for line in lines if line)
+        records = [json.loads(line) for line in lines if line]
+        counts[task] = counts.get(task, 0) + sum(len(r.get("lr_grid") or [r]) for r in records)
     return counts
 
 

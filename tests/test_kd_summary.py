@@ -30,7 +30,10 @@ def write_results(folder: Path, system: str, scores: dict[str, list[float]], tra
     (folder / "results.json").write_text(json.dumps({
         "systems": {system: {"tasks": tasks}},
         "train_rows": {task: {"available": FULL[task]} for task in scores}}))
-    (folder / "runs.jsonl").write_text("".join("{}\n" for values in scores.values() for _ in values))
+    # seed 0 searched two rates, the later seeds trained at its rate
+    (folder / "runs.jsonl").write_text("".join(
+        json.dumps({"seed": seed, "lr_grid": [{}, {}] if seed == 0 else None}) + "\n"
+        for values in scores.values() for seed in range(len(values))))
 
 
 def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
@@ -62,7 +65,7 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert summary["student+kd"]["SST-2"][0] == 88.0 and summary["kd"]["RTE"][0] == 58.0
     assert summary["augment_study"] == {"N 4": {"CoLA": [23.0, 1.0]}}
     assert summary["kd_cache"][0]["rows"] == 42755
-    assert summary["kd_runs"]["CoLA"] == 3 + 3 + 3  # student-kd, kd and augment-4: not the student
+    assert summary["kd_runs"]["CoLA"] == 3 * 4  # student-kd, kd and augment-4 (not the student)
     report = (out / "kd.md").read_text()
     assert "The teacher trains on every row: met" in report
     # (20 + 88 + 82 + 57) / 4 = 61.75 against (30 + 90 + 85 + 65) / 4 = 67.5: 91.5 %
