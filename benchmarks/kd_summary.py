@@ -7,6 +7,7 @@ and keeps the small raw files (results.json, results.md, runs.jsonl) beside them
 
     python benchmarks/kd_summary.py --run RUN [--out benchmarks/results/kd]
         [--student PATTERN]   # the plain student row, a glue-eval output with {task} in it
+        [--logs LOG ...]      # glue-eval's printed output: each logit entry computed and read
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def cache_entries(run: Path) -> list[dict]:
                         "originals": meta["originals"], "transfer": meta.get("transfer"),
                         "teacher": meta.get("teacher")})
     return entries
+
+
+def logit_events(logs: list[Path]) -> dict[str, dict[str, int]]:
+    """Entry -> how often glue-eval computed its logits and how often it read them from the cache,
+    from the lines it prints ("TASK: teacher logits cached in DIR" / "... from the cache DIR")."""
+    events: dict[str, dict[str, int]] = {}
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            if m := re.search(r"teacher logits (cached in|from the cache) (\S+)", line):
+                counts = events.setdefault(Path(m.group(2)).name, {"computed": 0, "read": 0})
+                counts["computed" if m.group(1) == "cached in" else "read"] += 1
+    return events
 
 
 def kd_runs(run: Path) -> dict[str, int]:
@@ -129,6 +142,9 @@ def main() -> None:
     parser.add_argument("--student", default=None,
                         help="the plain student row: a glue-eval output with {task} in it "
                              "[default: RUN/glue/{task}/student]")
+    parser.add_argument("--logs", type=Path, nargs="*", default=[],
+                        help="glue-eval's printed output (lane logs): how often each kd-cache entry "
+                             "was computed and read")
     args = parser.parse_args()
     glue = f"{args.run}/glue/{{task}}"
     teacher, trained, full = teacher_rows(args.run)
@@ -142,7 +158,8 @@ def main() -> None:
                **{row: rows.get(row, {}) for row in ("student", "student+kd", "kd")},
                **{row: cells for row, cells in rows.items() if "-aug" in row},
                "augment_study": study, "kd_cache": cache_entries(args.run),
-               "kd_runs": kd_runs(args.run), "stage_seconds": stage_seconds(args.run)}
+               "kd_runs": kd_runs(args.run), "logit_events": logit_events(args.logs),
+               "stage_seconds": stage_seconds(args.run)}
     lines = ["Fine-tuned (GLUE dev, x100, mean ± std over 3 seeds; the teacher: one seed):", "",
              *glue_table({"teacher": {t: [s, 0.0] for t, s in teacher.items()}, **rows}), "",
              "The augment-N study (student+kd, 3 seeds at one rate; 3 epochs at N=0, one pass "
@@ -153,6 +170,8 @@ def main() -> None:
               f"transfer {json.dumps(e['transfer'])}" for e in summary["kd_cache"]]
     lines += [f"- {task}: {n} +kd fine-tuning runs read them"
               for task, n in sorted(summary["kd_runs"].items())]
+    lines += [f"- {entry}: computed {n['computed']} time(s), read from the cache {n['read']} time(s) "
+              "by other glue-eval processes" for entry, n in sorted(summary["logit_events"].items())]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (args.out / "kd.md").write_text("\n".join(lines) + "\n")

@@ -55,7 +55,12 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     entry.mkdir(parents=True)
     (entry / "logits.json").write_text(json.dumps({"task": "CoLA", "rows": 42755, "originals": 8551,
                                                    "transfer": {"variants": 4}, "teacher": "t"}))
-    monkeypatch.setattr(sys, "argv", ["kd_summary.py", "--run", str(run), "--out", str(out)])
+    log = tmp_path / "lane.log"
+    log.write_text(f"CoLA: teacher logits cached in {entry}\nCoLA: 8551 training rows\n"
+                   f"CoLA: teacher logits from the cache {entry}\n"
+                   f"CoLA: teacher logits from the cache {entry}\n")
+    monkeypatch.setattr(sys, "argv", ["kd_summary.py", "--run", str(run), "--out", str(out),
+                                      "--logs", str(log)])
     kd_summary.main()
 
     summary = json.loads((out / "summary.json").read_text())
@@ -66,6 +71,7 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert summary["augment_study"] == {"N 4": {"CoLA": [23.0, 1.0]}}
     assert summary["kd_cache"][0]["rows"] == 42755
     assert summary["kd_runs"]["CoLA"] == 3 * 4  # student-kd, kd and augment-4 (not the student)
+    assert summary["logit_events"] == {"CoLA-abc": {"computed": 1, "read": 2}}
     report = (out / "kd.md").read_text()
     assert "The teacher trains on every row: met" in report
     # (20 + 88 + 82 + 57) / 4 = 61.75 against (30 + 90 + 85 + 65) / 4 = 67.5: 91.5 %
