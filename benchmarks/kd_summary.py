@@ -150,7 +150,7 @@ def main() -> None:
     teacher, trained, full = teacher_rows(args.run)
     specs = [f"student={args.student or glue + '/student'}",
              f"student+kd={glue}/student-kd", f"kd={glue}/kd"]
-    for n in augmented(args.run, "student-kd-aug"):
+    for n in sorted(set(augmented(args.run, "student-kd-aug")) | set(augmented(args.run, "kd-aug"))):
         specs += [f"student+kd-aug{n}={glue}/student-kd-aug{n}", f"kd-aug{n}={glue}/kd-aug{n}"]
     rows = glue_rows(specs)
     study = glue_rows([f"N {n}={glue}/augment-{n}" for n in augmented(args.run, "augment-")])
