@@ -10,6 +10,7 @@ A point's CPU hours are its training's user+system time, its probes', and its sh
 
     python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale]
         [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue ROW=PATTERN ...]
+        [--partial-cpu NAME-SIZE=STEPS ...]
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import shutil
 import sys
 from pathlib import Path
 
-TASKS = ["CoLA", "SST-2", "MRPC", "RTE"]
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from glue_rows import TASKS, glue_rows, glue_table  # noqa: E402
+
 from student.directory import SUMMARY_NAME  # noqa: E402
+
+EXTRAPOLATED = "train_cpu_extrapolated_from_steps"  # marks a point whose training CPU is partly inferred
 
 
 def stage_cpu_seconds(run: Path) -> dict[str, float]:
@@ -50,8 +54,11 @@ def probe_scores(directory: Path) -> dict[str, float]:
     return scores
 
 
-def students(run: Path) -> list[dict]:
-    """Every finished student of the run: name, size, agreement, probes, CPU hours."""
+def students(run: Path, partial: dict[str, int] | None = None) -> list[dict]:
+    """Every finished student of the run: name, size, agreement, probes, CPU hours. ``partial``:
+    LABEL -> the steps its recorded training time covers, for a run whose first part was killed
+    before its time was written; its training CPU is extrapolated to every step, and marked so."""
+    partial = partial or {}
     stages = stage_cpu_seconds(run)
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     encode_cpu = stages.get("encode", 0.0)
@@ -64,6 +71,9 @@ def students(run: Path) -> list[dict]:
         summary = json.loads(path.read_text())
         probes = probe_scores(run / "probe" / path.parent.name)
         train_cpu = stages.get(f"train-{name}-{size}", 0.0)
+        covered = partial.get(path.parent.name)
+        if covered:
+            train_cpu *= summary["steps"] / covered
         probe_cpu = sum(v for k, v in stages.items() if k.startswith(f"probe-{name}-{size}-"))
         encode_share = encode_cpu * summary["train_rows"] / manifest["num_rows"]
         rows.append({
@@ -77,36 +87,9 @@ def students(run: Path) -> list[dict]:
             "train_cpu_hours": train_cpu / 3600,
             "cpu_hours": (encode_share + train_cpu + probe_cpu) / 3600,
             "peak_rss_mb": summary.get("peak_rss_mb"),
+            **({EXTRAPOLATED: covered} if covered else {}),
         })
     return sorted(rows, key=lambda r: (r["name"] != "default", r["name"], r["size"]))
-
-
-def glue_rows(specs: list[str]) -> dict:
-    """``{ROW: {TASK: [mean, std]}}`` from ``ROW=PATTERN`` specs, PATTERN a glue-eval output
-    directory with ``{task}`` in it (one system per directory, as scale_study.sh glue and the
-    second edition's reproduce.sh write them); tasks not finished yet are left out."""
-    table: dict[str, dict[str, list[float]]] = {}
-    for spec in specs:
-        row, _, pattern = spec.partition("=")
-        for task in TASKS:
-            path = Path(pattern.format(task=task)) / "results.json"
-            if not path.is_file():
-                continue
-            for result in json.loads(path.read_text())["systems"].values():
-                cell = result["tasks"][task]["score"]
-                table.setdefault(row, {})[task] = [cell["mean"], cell["std"]]
-    return table
-
-
-def glue_table(glue: dict) -> list[str]:
-    """The fine-tuned rows as a markdown table: mean ± std over seeds, and the average."""
-    lines = ["| system | " + " | ".join(TASKS) + " | average |", "|---" * (len(TASKS) + 2) + "|"]
-    for row, cells in glue.items():
-        scores = [f"{cells[t][0]:.1f} ± {cells[t][1]:.1f}" if t in cells else "–" for t in TASKS]
-        average = (f"{sum(cells[t][0] for t in TASKS) / len(TASKS):.1f}"
-                   if all(t in cells for t in TASKS) else "–")
-        lines.append(f"| {row} | " + " | ".join(scores) + f" | {average} |")
-    return lines
 
 
 def write_table(rows: list[dict], path: Path) -> None:
@@ -116,9 +99,13 @@ def write_table(rows: list[dict], path: Path) -> None:
     for r in rows:
         probes = [f"{r['probes'][t]:.1f}" if t in r["probes"] else "–" for t in TASKS]
         avg = "–" if r["probe_avg"] is None else f"{r['probe_avg']:.1f}"
+        cpu = f"{r['cpu_hours']:.2f}" + ("*" if EXTRAPOLATED in r else "")
         lines.append(f"| {r['name']} | {r['train_rows']:,} | {r['steps']:,} | {r['heldout_cosine']:.3f} | "
-                     f"{r['ood_cosine']:.3f} | " + " | ".join(probes) + f" | {avg} | {r['cpu_hours']:.2f} |")
-    path.write_text("\n".join(lines) + "\n")
+                     f"{r['ood_cosine']:.3f} | " + " | ".join(probes) + f" | {avg} | {cpu} |")
+    notes = [f"\\* {r['name']} {r['train_rows']:,}: training CPU extrapolated from its last "
+             f"{r[EXTRAPOLATED]:,} steps, the only part whose time was recorded"
+             for r in rows if EXTRAPOLATED in r]
+    path.write_text("\n".join(lines + ([""] + notes if notes else [])) + "\n")
 
 
 def plot(series: list[dict], others: list[dict], path: Path) -> None:
@@ -177,12 +164,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale")
     parser.add_argument("--encode-json", type=Path, default=None,
                         help="benchmarks/encode_throughput.py --json output (speed and fidelity)")
+    parser.add_argument("--partial-cpu", action="append", default=[], metavar="NAME-SIZE=STEPS",
+                        help="a student whose recorded training time covers only its last STEPS "
+                             "steps (the first part killed unrecorded): extrapolated, and marked")
     parser.add_argument("--glue", action="append", default=[], metavar="ROW=PATTERN",
                         help="a fine-tuned row: ROW=DIR with {task} in DIR (repeatable), e.g. "
                              "student=RUN/glue/{task}/wiki600k")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = students(args.run)
+    partial = {label: int(steps) for label, _, steps in (p.partition("=") for p in args.partial_cpu)}
+    rows = students(args.run, partial)
     series = [r for r in rows if r["name"] == "default"]
     encode = json.loads(args.encode_json.read_text()) if args.encode_json else {}
     summary = {

@@ -4,12 +4,15 @@ One run over the same real sentences (WikiText-2 valid, split by the corpus read
 a shard directory): sentences/s at batch 64 (length-sorted, best of --repeats) and median latency
 at batch 1, for a few student sizes (random weights: speed does not depend on them), the bundled
 all-MiniLM-L6-v2 teacher (HF AutoModel + mean pooling) and a BERT-base-sized model (BertConfig()
-defaults, random weights, timing only). Then encodes those sentences with `pipeline encode` and
-trains the default student on the shards, with frozen and with trainable token embeddings:
-training sentences/s against the encode rate of the same run (target: an epoch costs at most a
-third of encoding the same sentences) and the share of step time spent waiting for data.
+defaults, random weights, timing only), and each other teacher given with --teacher DIR (for
+example all-mpnet-base-v2) beside a default-size student of its tokenizer and width. Then encodes
+those sentences with `pipeline encode` and trains the default student on the shards, with frozen
+and with trainable token embeddings: training sentences/s against the encode rate of the same run
+(target: an epoch costs at most a third of encoding the same sentences) and the share of step time
+spent waiting for data.
 
     python benchmarks/student_speed.py [--shards DIR] [--sentences 2000] [--sizes 256x1,512x1]
+        [--teacher DIR ...] [--no-training]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from student.tokenization import load_tokenizer, pad_token_id  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw"
 TARGET_TEACHER, TARGET_BERT_BASE, TARGET_DATA_WAIT, TARGET_TRAIN_VS_ENCODE = 5.0, 50.0, 0.05, 3.0
+TARGET_OTHER_TEACHER = 30.0  # the default-size student against a base-size teacher (mpnet, issue 26)
 
 
 class HFEncoder:
@@ -160,6 +164,12 @@ def main() -> None:
                         help="BERT-base throughput on the first N sentences (it is slow).")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--teacher", type=Path, action="append", default=[], dest="teachers",
+                        help="Another teacher directory (e.g. all-mpnet-base-v2), timed over the "
+                             "BERT-base sentences beside a default-size student of its own "
+                             "tokenizer and width. Repeatable.")
+    parser.add_argument("--no-training", action="store_true",
+                        help="Inference only: skip the encode and training throughput part.")
     args = parser.parse_args()
     if not args.shards and not args.corpus.exists():
         sys.exit(f"skip: {args.corpus} not found (needs ../shared/data) and no --shards given")
@@ -192,6 +202,18 @@ def main() -> None:
         name = f"student BiLSTM {layers}x{hidden}"
         modules[name] = student.model
         models[name] = (lambda batch, bs, s=student: s.encode(batch, batch_size=bs), texts)
+    others = []  # (teacher row, its student row, that teacher's name)
+    hidden, layers = STUDENT_DEFAULTS["hidden"], STUDENT_DEFAULTS["layers"]
+    for directory in args.teachers:
+        other = HFEncoder(AutoModel.from_pretrained(directory), AutoTokenizer.from_pretrained(directory), 256)
+        label, width = directory.name, other.model.config.hidden_size
+        student = random_student(directory, hidden, layers, width)
+        names = (f"teacher {label}", f"student {layers}x{hidden} ({width}-d)")
+        modules.update({names[0]: other.model, names[1]: student.model})
+        models[names[0]] = (other.encode, bert_texts)
+        # its student over the same sentences as it: the ratio compares like with like
+        models[names[1]] = (lambda batch, bs, s=student: s.encode(batch, batch_size=bs), bert_texts)
+        others.append((*names, label))
     timings = measure(models, texts, singles, args.repeats)
     rows = [(name, modules[name], *timings[name]) for name in models]
 
@@ -203,7 +225,8 @@ def main() -> None:
         print(f"{name:26} {params:6.1f}M {rate:10.1f} {cpu_rate:10.1f} {latency:7.1f} "
               f"{rate / teacher_rate:9.2f} {cpu_rate / teacher_cpu:6.2f} {rate / bert_rate:11.1f} "
               f"{cpu_rate / bert_cpu:6.1f}")
-    print(f"(BERT-base throughput over the first {len(bert_texts)} sentences; latency: median of "
+    print(f"(BERT-base, --teacher and their students' throughput over the first {len(bert_texts)} "
+          f"sentences, mean {np.mean(lengths[: len(bert_texts)]):.1f} tokens; latency: median of "
           f"{len(singles)} single sentences; best of {args.repeats} interleaved rounds)")
 
     default_name = f"student BiLSTM {STUDENT_DEFAULTS['layers']}x{STUDENT_DEFAULTS['hidden']}"
@@ -217,6 +240,13 @@ def main() -> None:
             verdict = "met" if ratio >= target else "MISSED"
             print(f"default student vs {label} at batch 64: {ratio:.1f}x wall-clock, "
                   f"{cpu_ratio:.1f}x CPU time (target >= {target:g}x) {verdict}")
+    for teacher_name, student_name, label in others:
+        (rate, cpu_rate, _), (base, base_cpu, _) = timings[student_name], timings[teacher_name]
+        verdict = "met" if rate / base >= TARGET_OTHER_TEACHER else "MISSED"
+        print(f"default-size student of {label} vs {label} at batch 64: {rate / base:.1f}x wall-clock, "
+              f"{cpu_rate / base_cpu:.1f}x CPU time (target >= {TARGET_OTHER_TEACHER:g}x) {verdict}")
+    if args.no_training:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.shards:
