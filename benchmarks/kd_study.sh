@@ -2,8 +2,9 @@
 # Task distillation that pays (issue 25): the teacher fine-tuned on each task's full training set,
 # its logits computed once into one shared kd cache, and the +kd rows (student+kd: the SRA student
 # distilled; kd: a BiLSTM of the same architecture from random weights, distilled the same way: Tang
-# et al.'s setup), with and without the augmented transfer set. The protocol is the second edition's: full training sets, the rate grid
-# searched by seed 0, 3 seeds. Every step is resumable: rerun the same command after a stop.
+# et al.'s setup), with and without the augmented transfer set. The protocol is the second
+# edition's: full training sets, the rate grid searched by seed 0, 3 seeds. Every step is
+# resumable: rerun the same command after a stop.
 #
 #   bash benchmarks/kd_study.sh teacher TASK        # the teacher row: full set, its rate grid, 1 seed
 #   bash benchmarks/kd_study.sh rows TASK [N]       # student+kd and kd, transfer set of N variants
@@ -15,31 +16,18 @@
 # STUDENT is the SRA student distilled (default: the shipped 1M-sentence student); TEACHER the base
 # teacher (default: the bundled all-MiniLM-L6-v2; e.g. ../teachers/all-mpnet-base-v2).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${DATA:-$ROOT/../shared/data}
-RUN=${RUN:-$ROOT/runs/kd}
+RUN=${RUN:-$(cd "$(dirname "$0")/.." && pwd)/runs/kd}
+source "$(dirname "$0")/study_common.sh"
 STUDENT=${STUDENT:-sra-bilstm-minilm-wiki1m}
-PIPELINE=${PIPELINE:-$ROOT/.venv/bin/pipeline}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-
-mkdir -p "$RUN"
-echo "$(date -u +%FT%TZ) $* $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/commits.txt"
-timed() {  # timed NAME COMMAND...: append "NAME wall user sys" to stage_seconds.tsv
-    local name=$1 times; shift
-    times=$(mktemp)
-    { TIMEFORMAT="%R %U %S"; time "$@" 2>&3; } 3>&2 2>"$times"
-    printf '%s\t%s\t%s\n' "$name" "$(tr ' ' '\t' < "$times")" "$OMP_NUM_THREADS" >> "$RUN/stage_seconds.tsv"
-    rm -f "$times"
-}
-epochs() {  # epochs TASK N
-    if [ "$2" -gt 0 ]; then echo 1; elif [ "$1" = SST-2 ]; then echo 1; else echo 3; fi
+epochs() {  # epochs TASK N: one pass over a transfer set with variants, else the second edition's
+    if [ "$2" -gt 0 ]; then echo 1; else glue_epochs "$1"; fi
 }
 suffix() { [ "$1" -gt 0 ] && echo "-aug$1" || true; }
 glue() {  # glue TASK NAME N ARGS...: one glue-eval into RUN/glue/TASK/NAME, kept once finished
     local task=$1 name=$2 n=$3; shift 3
     local out=$RUN/glue/$task/$name
     [ -f "$out/results.json" ] && return 0
-    timed "glue-$task-$name" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
+    timed "glue-$task-$name" "$OMP_NUM_THREADS" "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
         --out "$out" --epochs "$(epochs "$task" "$n")" --resume ${TEACHER:+--teacher "$TEACHER"} "$@"
 }
 kd() {  # the +kd systems' teacher (the teacher row's own weights), shared cache, transfer set

@@ -18,27 +18,14 @@
 # CORPORA holds the files extracted by ../shared/corpora/extract.py (enwiki-a/b/c.txt); LIMIT is the
 # number of sentences encoded (train-rows prefixes of it are the study's sizes).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${DATA:-$ROOT/../shared/data}
+RUN=${RUN:-$(cd "$(dirname "$0")/.." && pwd)/runs/scale}
+source "$(dirname "$0")/study_common.sh"
 CORPORA=${CORPORA:-$ROOT/../corpora}
-RUN=${RUN:-$ROOT/runs/scale}
 LIMIT=${LIMIT:-1050000}
 SOURCES=${SOURCES:-enwiki-a enwiki-b enwiki-c}
 EPOCHS=${EPOCHS:-1}
 TASKS=${TASKS:-CoLA SST-2 MRPC RTE}
-PIPELINE=${PIPELINE:-$ROOT/.venv/bin/pipeline}
 TORCHRUN=${TORCHRUN:-$ROOT/.venv/bin/torchrun}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-
-mkdir -p "$RUN"
-echo "$(date -u +%FT%TZ) $* $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/commits.txt"
-timed() {  # timed NAME THREADS COMMAND...: append "NAME wall user sys threads" to stage_seconds.tsv
-    local name=$1 threads=$2 times; shift 2
-    times=$(mktemp)
-    { TIMEFORMAT="%R %U %S"; time "$@" 2>&3; } 3>&2 2>"$times"
-    printf '%s\t%s\t%s\n' "$name" "$(tr ' ' '\t' < "$times")" "$threads" >> "$RUN/stage_seconds.tsv"
-    rm -f "$times"
-}
 
 step=${1:?usage: scale_study.sh encode | train SIZE [NAME OPTIONS...] | probe SIZE [NAME] | glue NAME SYSTEM}
 case $step in
@@ -74,7 +61,7 @@ glue)
     for task in $TASKS; do
         out=$RUN/glue/$task/$name
         [ -f "$out/results.json" ] && continue
-        epochs=3; [ "$task" = SST-2 ] && epochs=1  # 67k rows: one pass is 2,100 steps
+        epochs=$(glue_epochs "$task")
         timed "glue-$task-$name" 1 "$PIPELINE" glue-eval --glue-dir "$DATA/glue" --tasks "$task" \
             --out "$out" --system "$system" --seeds 3 --grid-seeds 1 --epochs "$epochs" --resume
     done
