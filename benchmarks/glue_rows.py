@@ -26,12 +26,16 @@ def glue_rows(specs: list[str]) -> dict:
     return table
 
 
+def average(cells: dict) -> float | None:
+    """A row's mean over the four tasks; None until every task is in."""
+    return sum(cells[t][0] for t in TASKS) / len(TASKS) if all(t in cells for t in TASKS) else None
+
+
 def glue_table(glue: dict) -> list[str]:
     """The fine-tuned rows as a markdown table: mean ± std over seeds, and the average."""
     lines = ["| system | " + " | ".join(TASKS) + " | average |", "|---" * (len(TASKS) + 2) + "|"]
     for row, cells in glue.items():
         scores = [f"{cells[t][0]:.1f} ± {cells[t][1]:.1f}" if t in cells else "–" for t in TASKS]
-        average = (f"{sum(cells[t][0] for t in TASKS) / len(TASKS):.1f}"
-                   if all(t in cells for t in TASKS) else "–")
-        lines.append(f"| {row} | " + " | ".join(scores) + f" | {average} |")
+        mean = average(cells)
+        lines.append(f"| {row} | " + " | ".join(scores) + f" | {'–' if mean is None else f'{mean:.1f}'} |")
     return lines

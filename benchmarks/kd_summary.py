@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from glue_rows import TASKS, glue_rows, glue_table  # noqa: E402
+from glue_rows import TASKS, average, glue_rows, glue_table  # noqa: E402
 
 from cache_tools.logit_cache import MANIFEST  # noqa: E402
 
@@ -96,24 +96,18 @@ def stage_seconds(run: Path) -> dict[str, float]:
             if len(f) > 1 and f[1] != "NA"}
 
 
-def average(cells: dict) -> float | None:
-    return sum(cells[t][0] for t in TASKS) / len(TASKS) if all(t in cells for t in TASKS) else None
-
-
 def targets(summary: dict) -> list[str]:
     """Every target of the issue, with its number, met, missed or not yet measurable."""
-    teacher, rows = summary["teacher"], summary
-    lines = []
+    teacher, lines = summary["teacher"], []
+    teacher_avg = sum(teacher.values()) / len(TASKS) if len(teacher) == len(TASKS) else None
     trained, available = summary["teacher_train_rows"], summary["full_train_rows"]
-    full = all(trained[t] == available[t] for t in teacher)
+    full = len(teacher) == len(TASKS) and all(trained[t] == available[t] for t in teacher)
     counts = ", ".join(f"{t} {trained[t]:,} of {available[t]:,}" for t in teacher)
-    lines.append(f"- The teacher trains on every row: {'met' if full and len(teacher) == 4 else 'open'} "
-                 f"({counts}).")
-    for name in [k for k in rows if k.startswith("student+kd")]:
+    lines.append(f"- The teacher trains on every row: {'met' if full else 'open'} ({counts}).")
+    for name in [k for k in summary if k.startswith("student+kd")]:
         kd_name = name.replace("student+kd", "kd")
-        cells, plain, kd = rows[name], rows["student"], rows.get(kd_name, {})
+        cells, plain, kd = summary[name], summary["student"], summary.get(kd_name, {})
         mean = average(cells)
-        teacher_avg = sum(teacher.values()) / 4 if len(teacher) == 4 else None
         if mean is not None and teacher_avg is not None:
             ratio = mean / teacher_avg
             lines.append(f"- {name} >= 95 % of the teacher's average: {'met' if ratio >= 0.95 else 'missed'} "

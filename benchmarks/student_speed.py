@@ -114,6 +114,11 @@ def random_student(tokenizer_dir: Path, hidden: int, layers: int, dim: int) -> S
     return SentenceStudent(StudentEncoder(config).eval(), tokenizer, config)
 
 
+def student_encode(student: SentenceStudent):
+    """``encode(texts, batch_size)`` of a student, in the form `measure` times."""
+    return lambda texts, batch_size: student.encode(texts, batch_size=batch_size)
+
+
 def train_throughput(shards: Path, steps: int, **overrides) -> dict[str, float]:
     """Default student, default options except the step count (and ``overrides``): wall-clock
     sentences/s and data-wait share, averaged over the log windows after the first (which holds
@@ -201,7 +206,7 @@ def main() -> None:
         student = random_student(teacher_dir, hidden, layers, dim)
         name = f"student BiLSTM {layers}x{hidden}"
         modules[name] = student.model
-        models[name] = (lambda batch, bs, s=student: s.encode(batch, batch_size=bs), texts)
+        models[name] = (student_encode(student), texts)
     others = []  # (teacher row, its student row, that teacher's name)
     hidden, layers = STUDENT_DEFAULTS["hidden"], STUDENT_DEFAULTS["layers"]
     for directory in args.teachers:
@@ -212,7 +217,7 @@ def main() -> None:
         modules.update({names[0]: other.model, names[1]: student.model})
         models[names[0]] = (other.encode, bert_texts)
         # its student over the same sentences as it: the ratio compares like with like
-        models[names[1]] = (lambda batch, bs, s=student: s.encode(batch, batch_size=bs), bert_texts)
+        models[names[1]] = (student_encode(student), bert_texts)
         others.append((*names, label))
     timings = measure(models, texts, singles, args.repeats)
     rows = [(name, modules[name], *timings[name]) for name in models]
