@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from glue_rows import TASKS, average, glue_rows, glue_table  # noqa: E402
+from stage_times import STAGES_FILE, stage_seconds  # noqa: E402
 
 from cache_tools.logit_cache import MANIFEST  # noqa: E402
 
@@ -85,15 +86,6 @@ def kd_runs(run: Path) -> dict[str, int]:
         records = [json.loads(line) for line in lines if line]
         counts[task] = counts.get(task, 0) + sum(len(r.get("lr_grid") or [r]) for r in records)
     return counts
-
-
-def stage_seconds(run: Path) -> dict[str, float]:
-    """Wall seconds of every step (the last record of a name wins: a resumed step's own time)."""
-    path = run / "stage_seconds.tsv"
-    if not path.is_file():
-        return {}
-    return {f[0]: float(f[1]) for f in (line.split("\t") for line in path.read_text().splitlines())
-            if len(f) > 1 and f[1] != "NA"}
 
 
 def targets(summary: dict) -> list[str]:
@@ -175,7 +167,7 @@ def main() -> None:
         for name in ("results.json", "results.md", "runs.jsonl"):
             if (path.parent / name).is_file():
                 shutil.copy(path.parent / name, target / name)
-    for name in ("stage_seconds.tsv", "commits.txt"):
+    for name in (STAGES_FILE, "commits.txt"):
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)
     print((args.out / "kd.md").read_text())

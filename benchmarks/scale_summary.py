@@ -26,22 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from glue_rows import TASKS, glue_rows, glue_table  # noqa: E402
+from stage_times import STAGES_FILE, stage_seconds  # noqa: E402
 
 from student.directory import SUMMARY_NAME  # noqa: E402
 
 EXTRAPOLATED = "train_cpu_extrapolated_from_steps"  # marks a point whose training CPU is partly inferred
-
-
-def stage_cpu_seconds(run: Path) -> dict[str, float]:
-    """Stage name -> user + system seconds, summed over its parts (a resumed step has several)."""
-    seconds: dict[str, float] = {}
-    path = run / "stage_seconds.tsv"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        name, _wall, user, system, *_ = line.split("\t")
-        if "NA" in (user, system):  # a step whose CPU time was not measured (its wall only)
-            continue
-        seconds[name] = seconds.get(name, 0.0) + float(user) + float(system)
-    return seconds
 
 
 def probe_scores(directory: Path) -> dict[str, float]:
@@ -59,7 +48,7 @@ def students(run: Path, partial: dict[str, int] | None = None) -> list[dict]:
     LABEL -> the steps its recorded training time covers, for a run whose first part was killed
     before its time was written; its training CPU is extrapolated to every step, and marked so."""
     partial = partial or {}
-    stages = stage_cpu_seconds(run)
+    stages = stage_seconds(run, cpu=True)
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     encode_cpu = stages.get("encode", 0.0)
     rows = []
@@ -109,7 +98,7 @@ def write_table(rows: list[dict], path: Path) -> None:
 
 
 def plot(series: list[dict], others: list[dict], path: Path) -> None:
-    """The default recipe's curve by size; other recipes as single labelled points."""
+    """The default recipe's curve by size; every other recipe as a dashed curve of its own points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,8 +106,8 @@ def plot(series: list[dict], others: list[dict], path: Path) -> None:
 
     sizes = [r["train_rows"] for r in series]
     fig, (agree, probe) = plt.subplots(1, 2, figsize=(10, 4))
-    agree.plot(sizes, [r["heldout_cosine"] for r in series], "o-", label="held-out Wikipedia")
-    agree.plot(sizes, [r["ood_cosine"] for r in series], "s-", label="out of domain (GLUE dev)")
+    agree.plot(sizes, [r["heldout_cosine"] for r in series], "o-", label="default, held out (Wikipedia)")
+    agree.plot(sizes, [r["ood_cosine"] for r in series], "s-", label="default, out of domain (GLUE dev)")
     agree.axhline(0.90, ls=":", c="C0", lw=1)
     agree.axhline(0.85, ls=":", c="C1", lw=1)
     agree.set(xscale="log", xlabel="training sentences (one pass)", ylabel="cosine to the teacher",
@@ -126,11 +115,18 @@ def plot(series: list[dict], others: list[dict], path: Path) -> None:
     points = [(r["train_rows"], r["probe_avg"]) for r in series if r["probe_avg"] is not None]
     if points:
         probe.plot(*zip(*points), "o-", c="C2", label="default")
-    for i, r in enumerate(others):
-        agree.plot([r["train_rows"]] * 2, [r["heldout_cosine"], r["ood_cosine"]], "*", ms=11,
-                   c=f"C{i + 3}", label=f"{r['name']} (held out, OOD)")
-        if r["probe_avg"] is not None:
-            probe.plot([r["train_rows"]], [r["probe_avg"]], "*", ms=11, c=f"C{i + 3}", label=r["name"])
+    recipes: dict[str, list[dict]] = {}  # other recipes: one curve (colour, legend entry) each
+    for r in sorted(others, key=lambda r: r["train_rows"]):
+        recipes.setdefault(r["name"], []).append(r)
+    for i, (name, rows) in enumerate(recipes.items()):
+        style = dict(marker="*", ms=11, ls="--", c=f"C{i + 3}")
+        x = [r["train_rows"] for r in rows]
+        agree.plot(x, [r["heldout_cosine"] for r in rows], label=f"{name}, held out", **style)
+        agree.plot(x, [r["ood_cosine"] for r in rows], label=f"{name}, out of domain",
+                   **{**style, "marker": "P", "ms": 9})
+        probed = [(r["train_rows"], r["probe_avg"]) for r in rows if r["probe_avg"] is not None]
+        if probed:
+            probe.plot(*zip(*probed), label=name, **style)
     agree.legend(fontsize=8)
     values = [v for _, v in points] + [r["probe_avg"] for r in others if r["probe_avg"] is not None]
     if values:  # a span of at least 6 points, so that seed noise does not look like a trend
@@ -195,7 +191,7 @@ def main() -> None:
                         + "\n".join(glue_table(summary["glue"])) + "\n")
     if series:
         plot(series, [r for r in rows if r["name"] != "default"], args.out / "scaling.png")
-    for name in ("stage_seconds.tsv", "commits.txt"):
+    for name in (STAGES_FILE, "commits.txt"):
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)
     keep_raw(args.run, args.out)

@@ -91,3 +91,21 @@ def test_a_capped_teacher_is_not_a_full_one(tmp_path, monkeypatch, capsys):
     kd_summary.main()
     assert "The teacher trains on every row: open (CoLA 8,551 of 8,551, SST-2 4,000 of 67,349" in (
         out / "kd.md").read_text()
+
+
+def test_stage_seconds_sum_the_parts_of_a_resumed_step(tmp_path):
+    """A step stopped and resumed has a line per finished part: wall and CPU are their sums; parts
+    whose CPU was not measured (NA, or an old wall-only line) count for wall only."""
+    from stage_times import STAGES_FILE, stage_seconds
+
+    (tmp_path / STAGES_FILE).write_text("\n".join([
+        "glue-RTE-kd\t100.5\t90\t5\t1",
+        "glue-CoLA-teacher\t1105",          # an old line: wall only
+        "glue-RTE-kd\t200\t150\t10\t1",      # the resumed part
+        "encode\tNA\tNA\tNA\t1",
+        "glue-MRPC-kd\t60\tNA\tNA\t1",
+    ]) + "\n")
+    assert stage_seconds(tmp_path) == {"glue-RTE-kd": 300.5, "glue-CoLA-teacher": 1105.0,
+                                       "glue-MRPC-kd": 60.0}
+    assert stage_seconds(tmp_path, cpu=True) == {"glue-RTE-kd": 255.0}
+    assert stage_seconds(tmp_path / "absent") == {}
