@@ -9,8 +9,8 @@ machine leave alone), the ratios to SentenceTransformer.encode, useful GFLOP per
 matmul measured in this run for scale) and the min and mean cosine of our vectors to its fp32
 ones; ``--json PATH`` writes the same figures.
 
-    python benchmarks/encode_throughput.py [--sentences 3000] [--batch-size 32] [--max-tokens N]
-        [--threads 1] [--repeats 3] [--json PATH]
+    python benchmarks/encode_throughput.py [--teacher DIR] [--sentences 3000] [--batch-size 32]
+        [--max-tokens N] [--threads 1] [--repeats 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ LABELS = {"st": "SentenceTransformer.encode", "torch": "Teacher, backend torch",
           "onnx": "Teacher, backend onnx"}
 
 
-def matmul_flops(seconds: float = 2.0) -> float:
+def matmul_flops(hidden: int, intermediate: int, seconds: float = 2.0) -> float:
     """FLOP per CPU second of a torch fp32 matmul shaped like the teacher's feed-forward layer."""
-    a, b = torch.randn(2048, 384), torch.randn(384, 1536)
+    a, b = torch.randn(2048, hidden), torch.randn(hidden, intermediate)
     torch.mm(a, b)
     n, start = 0, time.process_time()
     while time.process_time() - start < seconds:
         torch.mm(a, b)
         n += 1
-    return n * 2 * 2048 * 384 * 1536 / (time.process_time() - start)
+    return n * 2 * 2048 * hidden * intermediate / (time.process_time() - start)
 
 
 def teacher_flops(model, token_lengths: list[int]) -> float:
@@ -80,6 +80,7 @@ def summarise(count: int, flops: float, wall: dict, cpu: dict, vectors: dict) ->
 
 
 def print_table(figures: dict) -> None:
+    shape = f"2048x{figures['hidden']}x{figures['intermediate']}"
     print(f"{'best of ' + str(figures['repeats']):28s} {'sent/s':>8s} {'x ST':>6s} {'sent/CPU s':>11s} "
           f"{'x ST':>6s} {'GFLOP/CPU s':>12s}  cosine to ST: min, mean")
     for key, label in LABELS.items():
@@ -88,11 +89,13 @@ def print_table(figures: dict) -> None:
         print(f"{label:28s} {figures[key + '_sent_s']:8.1f} {figures[key + '_vs_st']:6.2f} "
               f"{figures[key + '_cpu_sent_s']:11.1f} {figures[key + '_cpu_vs_st']:6.2f} "
               f"{figures[key + '_cpu_gflops']:12.1f}  {cosine}")
-    print(f"{'matmul 2048x384x1536, torch':28s} {figures['matmul_cpu_gflops']:46.1f}  (fp32, same thread)")
+    print(f"{'matmul ' + shape + ', torch':28s} {figures['matmul_cpu_gflops']:46.1f}  (fp32, same thread)")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=None,
+                        help="a sentence-transformers model directory [default: the bundled MiniLM]")
     parser.add_argument("--sentences", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32, help="for all three encoders")
     parser.add_argument("--max-tokens", type=int, default=None,
@@ -132,23 +135,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # the onnx backend takes torch's thread count too
     texts = list(CorpusReader(CorpusConfig(sources=[args.corpus], limit=args.sentences)))
-    teachers = {b: Teacher(default_teacher(), device="cpu", backend=b) for b in OURS}
-    st_model = SentenceTransformer(default_teacher(), device="cpu")
+    model = args.teacher or default_teacher()
+    label = Path(args.teacher).name if args.teacher else "all-MiniLM-L6-v2 (bundled)"
+    teachers = {b: Teacher(model, device="cpu", backend=b) for b in OURS}
+    st_model = SentenceTransformer(model, device="cpu")
     budget = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
     encoders = {ST: lambda t: st_model.encode(t, batch_size=args.batch_size)}
     encoders |= {b: (lambda t, teacher=teacher: teacher.encode(t, batch_size=args.batch_size, **budget))
                  for b, teacher in teachers.items()}
     lengths = [len(ids) for ids in teachers["torch"].tokenize(texts)]
-    print(f"{len(texts)} sentences, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}), batch size "
+    config = teachers["torch"].model.config
+    print(f"{label}: {len(texts)} sentences, {sum(lengths)} tokens "
+          f"(mean {np.mean(lengths):.1f}), batch size "
           f"{args.batch_size}, our max tokens {args.max_tokens or 'default'}, threads "
           f"{torch.get_num_threads()} (torch default here {default_threads}), fp32 CPU")
 
     wall, cpu, vectors = measure(encoders, texts, args.repeats)
-    figures = {"sentences": len(texts), "tokens": sum(lengths), "batch_size": args.batch_size,
+    figures = {"teacher": label, "hidden": config.hidden_size,
+               "intermediate": config.intermediate_size, "sentences": len(texts),
+               "tokens": sum(lengths), "batch_size": args.batch_size,
                "max_tokens": args.max_tokens, "threads": torch.get_num_threads(),
                "default_threads": default_threads, "repeats": args.repeats,
                **summarise(len(texts), teacher_flops(teachers["torch"].model, lengths), wall, cpu, vectors),
-               "matmul_cpu_gflops": matmul_flops() / 1e9}
+               "matmul_cpu_gflops": matmul_flops(config.hidden_size, config.intermediate_size) / 1e9}
     print_table(figures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
