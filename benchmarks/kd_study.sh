@@ -14,7 +14,9 @@
 # Epochs: 3 (1 on SST-2, whose 67k rows are 2,100 steps a pass) with the training rows alone; one
 # pass over the transfer set when it has variants (N=16 is 17 times the rows of an epoch).
 # STUDENT is the SRA student distilled (default: the shipped 1M-sentence student); TEACHER the base
-# teacher (default: the bundled all-MiniLM-L6-v2; e.g. ../teachers/all-mpnet-base-v2).
+# teacher (default: the bundled all-MiniLM-L6-v2; e.g. ../teachers/all-mpnet-base-v2). The teacher
+# reads a pair as one sequence (glue-eval's --teacher-pairs joint, a cross-encoder); PAIRS=siamese
+# fine-tunes it the students' way (the +kd rows read the mode from the saved teacher).
 set -euo pipefail
 RUN=${RUN:-$(cd "$(dirname "$0")/.." && pwd)/runs/kd}
 source "$(dirname "$0")/study_common.sh"
@@ -38,7 +40,7 @@ step=${1:?step: teacher, rows, row or augment}
 task=${2:?TASK}
 case $step in
 teacher)
-    glue "$task" teacher 0 --system teacher --seeds 1
+    glue "$task" teacher 0 --system teacher --seeds 1 --teacher-pairs "${PAIRS:-joint}"
     ;;
 rows)
     n=${3:-0}

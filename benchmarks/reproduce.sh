@@ -77,7 +77,8 @@ done
 #    teacher goes first: its fine-tuned weights (RUN/glue/<TASK>/teacher/finetuned-teacher) give
 #    the +kd systems their logits. Students train on the full training sets (MAX_TRAIN caps them
 #    for a smoke test); the teacher's rows are capped by TEACHER_MAX_TRAIN (pairs:
-#    TEACHER_PAIR_MAX_TRAIN), one seed, one rate.
+#    TEACHER_PAIR_MAX_TRAIN), one seed, one rate, read the second edition's way on pairs
+#    (siamese: --teacher-pairs siamese; glue-eval's default is now a cross-encoding teacher).
 #    The variants are scored on the single-sentence tasks only.
 slug() { local s=${1//$S\//}; s=${s//:/-}; echo "${s//+/-}"; }
 for task in $TASKS; do
@@ -94,7 +95,7 @@ for task in $TASKS; do
     out=$RUN/glue/$task
     [ -f "$out/teacher/results.json" ] || timed "glue-$task-teacher" "$PIPELINE" glue-eval \
         "${common[@]}" --out "$out/teacher" --system teacher --teacher-seeds "$TEACHER_SEEDS" \
-        --teacher-lr-grid "$TEACHER_LR" --teacher-max-train-samples "$teacher_rows"
+        --teacher-lr-grid "$TEACHER_LR" --teacher-max-train-samples "$teacher_rows" --teacher-pairs siamese
     for system in "${systems[@]}"; do
         name=$(slug "$system")
         [ -f "$out/$name/results.json" ] && continue

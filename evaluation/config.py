@@ -12,6 +12,7 @@ from pathlib import Path
 from core.errors import UserError
 from data.augment import TransferSettings
 from data.glue import task_by_name
+from evaluation.backbones import JOINT, check_teacher_pairs
 from evaluation.finetune import TrainSettings
 from evaluation.kd import CACHE_DIR
 from evaluation.settings import LR_GRID, TEACHER_HEAD_LR, TEACHER_LR_GRID, HeadSettings, RateGrid, Recipe
@@ -48,6 +49,7 @@ class EvalConfig:
     dropout: float = HeadSettings.dropout
     max_train_samples: int | None = None  # every system's cap (the teacher's too, unless below)
     teacher_max_train_samples: int | None = None  # the teacher row's own cap
+    teacher_pairs: str = JOINT  # the teacher on pairs: "joint" (a cross-encoder) or "siamese"
     probe: bool = False  # frozen vectors + logistic regression instead of fine-tuning
     predict_test: bool = False
     zero_shot: bool = False  # only the STS-B zero-shot check, no fine-tuning
@@ -67,7 +69,8 @@ class EvalConfig:
                               self.grid_seeds)
         self.lr_grid, self.teacher_lr_grid = list(grid.rates), list(grid.teacher_rates)
         self.recipe = Recipe(self.epochs, self.batch_size, self.patience, self.kd_alpha, grid)
-        self.builder = Builder(self.teacher, self.out, HeadSettings(self.head_hidden, self.dropout))
+        self.builder = Builder(self.teacher, self.out, HeadSettings(self.head_hidden, self.dropout),
+                               check_teacher_pairs(self.teacher_pairs))
         if self.teacher_seeds is None:
             self.teacher_seeds = self.seeds
         for name in ("seeds", "teacher_seeds"):

@@ -67,6 +67,10 @@ class Encoded:
 
 
 def encode_split(backbone: Backbone, split: GlueSplit) -> Encoded:
+    """The split as the backbone reads it: each side apart, or a pair as one sequence
+    (``joint_pairs``: a cross-encoding teacher)."""
+    if split.text_b is not None and backbone.joint_pairs:
+        return Encoded(backbone.tokenize_pairs(split.text_a, split.text_b), None, split.labels)
     return Encoded(
         backbone.tokenize(split.text_a),
         None if split.text_b is None else backbone.tokenize(split.text_b),

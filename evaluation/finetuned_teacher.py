@@ -19,9 +19,9 @@ from core.errors import UserError
 from core.io import atomic_output, atomic_write_json, fingerprint, read_json_object
 from core.teacher import Teacher, teacher_spec
 from data.glue import GlueSplit, GlueTask, TaskData
-from evaluation.backbones import TeacherBackbone
+from evaluation.backbones import JOINT, SIAMESE, TeacherBackbone
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
-from evaluation.heads import TaskHead, TaskModel
+from evaluation.heads import TaskModel, task_head
 from evaluation.report import append_jsonl, run_log_path
 from evaluation.settings import Recipe
 from evaluation.systems import TEACHER, Builder
@@ -48,6 +48,7 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         # the fine-tuned weights' identity; its pooling, layer, normalize, max_length rebuild it
         **backbone.teacher.identify().to_dict(),
         "head_hidden": model.head.hidden,
+        "pairs": JOINT if backbone.joint_pairs else SIAMESE,  # absent in older ones: siamese
         "settings_fingerprint": key,
         "result": dataclasses.asdict(result),
         "rates": rates,  # the chosen learning rates and the grid's dev scores
@@ -74,8 +75,8 @@ def load_finetuned_teacher(directory: Path, task: GlueTask, dropout: float) -> T
         raise UserError(f"{directory}: a teacher fine-tuned on {meta['task']}, not {task.name}")
     teacher = Teacher(str(directory), meta["pooling"], meta["layer"], meta["max_length"], "cpu",
                       normalize=meta["normalize"])  # no modules.json is saved here
-    backbone = TeacherBackbone(teacher)
-    head = TaskHead(backbone.dim, task.num_outputs, task.pair, meta["head_hidden"], dropout)
+    backbone = TeacherBackbone(teacher, joint_pairs=meta.get("pairs") == JOINT)
+    head = task_head(backbone, task, meta["head_hidden"], dropout)
     head.load_state_dict(load_file(directory / HEAD_FILE))
     return TaskModel(backbone, head)
 
@@ -90,7 +91,14 @@ def base_teacher_source(builder: Builder, recipe: Recipe, data: TaskData, train:
     return {"base": base.name, "fingerprint": base.teacher_fingerprint, "settings": settings,
             "head_hidden": builder.head.hidden, "dropout": builder.head.dropout,
             "dev": {s: split_fingerprint(d) for s, d in data.dev.items()},
-            "train": split_fingerprint(train)}
+            "train": split_fingerprint(train), **pairs_identity(builder.teacher_pairs, data.task)}
+
+
+def pairs_identity(teacher_pairs: str, task: GlueTask) -> dict:
+    """How the teacher reads this task's rows, where that changes the teacher: a pair task read
+    as one sequence. Siamese pairs and single sentences add nothing, so the teachers (and the
+    kd caches and run records) made before cross-encoding existed keep their keys."""
+    return {"pairs": JOINT} if task.pair and teacher_pairs == JOINT else {}
 
 
 def seed0_teacher(builder: Builder, recipe: Recipe, data: TaskData, train: GlueSplit,

@@ -1,10 +1,12 @@
-"""Task heads and the model that is fine-tuned: backbone + head, siamese for sentence pairs."""
+"""Task heads and the model that is fine-tuned: backbone + head, siamese for sentence pairs
+(except over a backbone that reads a pair as one sequence: a cross-encoding teacher)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from data.glue import GlueTask
 from evaluation.backbones import Backbone
 
 
@@ -27,6 +29,13 @@ class TaskHead(nn.Module):
         if self.pair:
             u = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)  # (B, 4D)
         return self.mlp(u)  # (B, C)
+
+
+def task_head(backbone: Backbone, task: GlueTask, hidden: int, dropout: float) -> TaskHead:
+    """The head for ``task`` over ``backbone``: on [u; v; |u - v|; u * v] for a pair read side by
+    side, on one vector for a single sentence or a pair read as one sequence."""
+    return TaskHead(backbone.dim, task.num_outputs, task.pair and not backbone.joint_pairs, hidden,
+                    dropout)
 
 
 class TaskModel(nn.Module):

@@ -36,6 +36,7 @@ from core.io import fingerprint, sha256_file
 from data.augment import TransferSettings, augment_split, variant_id
 from data.glue import GlueSplit, TaskData
 from data.pos import get_tagger
+from evaluation.backbones import JOINT, SIAMESE
 from evaluation.engine import TrainingData
 from evaluation.finetune import encode_split, predict
 from evaluation.finetuned_teacher import (
@@ -44,6 +45,7 @@ from evaluation.finetuned_teacher import (
     base_teacher_source,
     finetuned_teacher_meta,
     load_finetuned_teacher,
+    pairs_identity,
     seed0_teacher,
     split_fingerprint,
 )
@@ -187,7 +189,8 @@ def given_kd_teacher(root: Path, data: TaskData, dropout: float) -> KdTeacher:
     directory = _given_teacher_dir(root, task.name)
     model = load_finetuned_teacher(directory, task, dropout)
     source = {"finetuned": model.backbone.teacher.spec.identity(),
-              "head": sha256_file(directory / HEAD_FILE)}
+              "head": sha256_file(directory / HEAD_FILE),
+              **pairs_identity(JOINT if model.backbone.joint_pairs else SIAMESE, task)}
     return KdTeacher(source, lambda: model)
 
 

@@ -41,7 +41,7 @@ from data.pos import get_tagger
 from evaluation.config import EvalConfig
 from evaluation.engine import RunRecord, TrainingData, best_rate, fit, training_subset
 from evaluation.finetune import encode_split, predict
-from evaluation.finetuned_teacher import split_fingerprint
+from evaluation.finetuned_teacher import pairs_identity, split_fingerprint
 from evaluation.kd import LogitJob, given_kd_teacher, seed0_kd_teacher, transfer_data
 from evaluation.report import (
     PROBE_NAME,
@@ -329,6 +329,7 @@ def run_source(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConf
         # the variants' rules and seed (their text is in "train"); absent without variants, so
         # the runs without a transfer set keep the fingerprints they had
         **({"transfer": rows.transfer.identity()} if rows.transfer is not None else {}),
+        **(pairs_identity(config.builder.teacher_pairs, rows.data.task) if teacher else {}),
     }
 
 

@@ -12,7 +12,8 @@ A system spec is ``KIND[:DIR][+kd]``:
                       teacher's token vectors alone give, without SRA
 - ``model2vec``       the teacher distilled into static token vectors by the model2vec library
                       (mean pooling); its embedding table is fine-tuned with the same head
-- ``teacher``         the teacher (``--teacher``) with its pooling and the same head type
+- ``teacher``         the teacher (``--teacher``) with its pooling and the same head type; on
+                      pairs a cross-encoder (one sequence a pair) unless ``--teacher-pairs siamese``
 - ``+kd``             adds task-specific distillation from the fine-tuned teacher's logits;
                       ``kd[:DIR]`` is short for ``scratch[:DIR]+kd``
 
@@ -32,8 +33,8 @@ import torch
 from core.errors import UserError
 from core.teacher import Teacher
 from data.glue import GlueTask
-from evaluation.backbones import Backbone, StudentBackbone, TeacherBackbone
-from evaluation.heads import TaskHead, TaskModel
+from evaluation.backbones import JOINT, Backbone, StudentBackbone, TeacherBackbone
+from evaluation.heads import TaskModel, task_head
 from evaluation.settings import HeadSettings
 from student.directory import StudentDirectory
 from student.pretrained import student_path
@@ -140,23 +141,25 @@ def resolve_systems(specs: list[SystemSpec]) -> list[SystemSpec]:
 class Builder:
     """Where every system's weights come from: the base teacher (None: the packaged
     all-MiniLM-L6-v2), the folder that caches what is built from it (model2vec, the seed-0
-    fine-tuned teacher: glue-eval's OUT, finetune's cache directory) and the head."""
+    fine-tuned teacher: glue-eval's OUT, finetune's cache directory), the head, and how the
+    teacher reads a pair (``joint``: one sequence, a cross-encoder; ``siamese``: each side apart,
+    as the students do)."""
 
     teacher: str | None
     cache: Path
     head: HeadSettings = field(default_factory=HeadSettings)
+    teacher_pairs: str = JOINT
 
     def model(self, spec: SystemSpec, task: GlueTask, seed: int) -> TaskModel:
         """A fresh model for one run: weights from disk (student, teacher) or seeded random."""
         torch.manual_seed(seed)  # scratch weights and the head's initialisation
         backbone = self.backbone(spec)
-        head = TaskHead(backbone.dim, task.num_outputs, task.pair, self.head.hidden,
-                        self.head.dropout)
-        return TaskModel(backbone, head)
+        return TaskModel(backbone, task_head(backbone, task, self.head.hidden, self.head.dropout))
 
     def backbone(self, spec: SystemSpec) -> Backbone:
         if spec.kind == "teacher":
-            return TeacherBackbone(Teacher(self.teacher, device="cpu"))
+            return TeacherBackbone(Teacher(self.teacher, device="cpu"),
+                                   joint_pairs=self.teacher_pairs == JOINT)
         if spec.kind == "model2vec":
             from evaluation.static import StaticBackbone, load_model2vec
 

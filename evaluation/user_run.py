@@ -36,6 +36,7 @@ from data.user_task import (
     text_column,
     write_table,
 )
+from evaluation.backbones import JOINT, check_teacher_pairs
 from evaluation.classifier import Predictions, check_output_dir, load_classifier, save_classifier
 from evaluation.engine import RunRecord, TrainingData, fit, training_subset
 from evaluation.finetune import FinetuneResult, TrainSettings, encode_split, predict
@@ -93,6 +94,7 @@ class FinetuneConfig:
     teacher: str | None = None  # the base teacher (None: the packaged all-MiniLM-L6-v2)
     kd_teacher: str | None = None  # a fine-tuned classifier directory, or "auto"
     kd_alpha: float = TrainSettings.kd_alpha
+    teacher_pairs: str = JOINT  # the teacher on pairs: "joint" (a cross-encoder) or "siamese"
     augment: int = 0  # variants of each training row, labelled by the KD teacher alone
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
@@ -117,7 +119,8 @@ class FinetuneConfig:
         grid = RateGrid.parse(self.lr_grid, self.teacher_lr_grid, self.teacher_head_lr)
         self.lr_grid, self.teacher_lr_grid = list(grid.rates), list(grid.teacher_rates)
         self.recipe = Recipe(self.epochs, self.batch_size, self.patience, self.kd_alpha, grid)
-        self.builder = Builder(self.teacher, self.cache_dir, HeadSettings(self.head_hidden, self.dropout))
+        self.builder = Builder(self.teacher, self.cache_dir, HeadSettings(self.head_hidden, self.dropout),
+                               check_teacher_pairs(self.teacher_pairs))
 
     @property
     def columns(self) -> Columns:

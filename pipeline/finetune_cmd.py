@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from evaluation.backbones import TEACHER_PAIRS
 from evaluation.user_run import FinetuneConfig, PredictConfig, run_finetune, run_predict
 from pipeline.options import default, device_option, rates_text
 
@@ -52,6 +53,11 @@ P = PredictConfig
 @click.option("--dropout", type=float, default=default(F, "dropout"), help="Dropout in the head.")
 @click.option("--teacher", default=None, help="HF model id or local directory of the base teacher "
               "[default: the bundled all-MiniLM-L6-v2].")
+@click.option("--teacher-pairs", type=click.Choice(TEACHER_PAIRS), default=default(F, "teacher_pairs"),
+              show_default=True,
+              help="How the teacher (its row, and the +kd teacher it fine-tunes) reads a sentence "
+                   "pair: joint, one sequence ([CLS] a [SEP] b [SEP], a cross-encoder, as BERT is "
+                   "fine-tuned); siamese, each side apart with the students' head on [u; v; |u-v|; u*v].")
 @click.option("--kd-teacher", default=None,
               help="Task-specific distillation (Tang et al. 2019) from a classifier directory "
                    "written by `pipeline finetune`, or `auto`: fine-tune --teacher on this data first "

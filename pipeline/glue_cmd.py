@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from core.errors import UserError
+from evaluation.backbones import TEACHER_PAIRS
 from evaluation.config import EvalConfig
 from evaluation.run import run_glue_eval
 from evaluation.systems import BASELINES
@@ -42,6 +43,11 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Output directory.")
 @click.option("--teacher", default=None, help="HF model id or local directory of the teacher "
               "[default: the bundled all-MiniLM-L6-v2].")
+@click.option("--teacher-pairs", type=click.Choice(TEACHER_PAIRS), default=_default("teacher_pairs"),
+              show_default=True,
+              help="How the teacher (its row, and the +kd teacher it fine-tunes) reads a sentence "
+                   "pair: joint, one sequence ([CLS] a [SEP] b [SEP], a cross-encoder, as BERT is "
+                   "fine-tuned); siamese, each side apart with the students' head on [u; v; |u-v|; u*v].")
 @click.option("--kd-teacher", type=click.Path(path_type=Path), default=None,
               help="Fine-tuned teachers for +kd (DIR/<TASK>/, as glue-eval writes them under "
                    "OUT/finetuned-teacher) [default: fine-tune the teacher].")
@@ -98,7 +104,7 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
                    "weights, settings and data are unchanged, and train only the rest (rerun the "
                    "same command after a stop).")
 @device_option(EvalConfig)
-def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teacher, kd_alpha,
+def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, teacher_pairs, kd_teacher, kd_alpha,
               augment, kd_cache, seeds, teacher_seeds, grid_seeds, epochs, patience, batch_size,
               lr_grid, teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
               teacher_max_train_samples, probe, predict_test, zero_shot, resume, device):
@@ -111,7 +117,8 @@ def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, kd_teac
         raise UserError("give either --glue-dir DIR or --hub, not both")
     config = EvalConfig(
         out=out, systems=list(systems), students_dir=students_dir, tasks=_split_commas(tasks),
-        glue_dir=glue_dir, teacher=teacher, kd_teacher=kd_teacher, kd_alpha=kd_alpha,
+        glue_dir=glue_dir, teacher=teacher, teacher_pairs=teacher_pairs, kd_teacher=kd_teacher,
+        kd_alpha=kd_alpha,
         augment=augment, kd_cache=kd_cache, seeds=seeds, teacher_seeds=teacher_seeds,
         grid_seeds=grid_seeds, epochs=epochs,
         patience=patience, batch_size=batch_size, lr_grid=lr_grid, teacher_lr_grid=teacher_lr_grid,
