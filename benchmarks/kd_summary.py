@@ -111,8 +111,11 @@ def targets(summary: dict) -> list[str]:
                 continue
             above = [f"student {plain[task][0]:.1f}" if task in plain else "student –",
                      f"{kd_name} {kd[task][0]:.1f}" if task in kd else f"{kd_name} –"]
-            met = task in plain and task in kd and cells[task][0] > max(plain[task][0], kd[task][0])
-            lines.append(f"- {name} above student and {kd_name} on {task}: {'met' if met else 'missed'} "
+            if task in plain and task in kd:
+                verdict = "met" if cells[task][0] > max(plain[task][0], kd[task][0]) else "missed"
+            else:  # a row to compare with is not run yet
+                verdict = "open"
+            lines.append(f"- {name} above student and {kd_name} on {task}: {verdict} "
                          f"({cells[task][0]:.1f} vs {', '.join(above)}).")
         if "SST-2" in cells and "SST-2" in teacher:
             gap = teacher["SST-2"] - cells["SST-2"][0]

@@ -51,6 +51,8 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
                       {task: {"CoLA": [5, 5, 5], "SST-2": [84, 84, 84], "MRPC": [75, 75, 75],
                               "RTE": [58, 58, 58]}[task]})
     write_results(run / "glue" / "CoLA" / "augment-4", "student:S+kd", {"CoLA": [22, 23, 24]})
+    # a transfer-set row whose kd twin is not run yet: open, not missed
+    write_results(run / "glue" / "MRPC" / "student-kd-aug16", "student:S+kd", {"MRPC": [83, 83, 83]})
     entry = run / "kd-cache" / "CoLA-abc"
     entry.mkdir(parents=True)
     (entry / "logits.json").write_text(json.dumps({"task": "CoLA", "rows": 42755, "originals": 8551,
@@ -71,6 +73,7 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert summary["augment_study"] == {"N 4": {"CoLA": [23.0, 1.0]}}
     assert summary["kd_cache"][0]["rows"] == 42755
     assert summary["kd_runs"]["CoLA"] == 3 * 4  # student-kd, kd and augment-4 (not the student)
+    assert summary["student+kd-aug16"] == {"MRPC": [83.0, 0.0]}
     assert summary["logit_events"] == {"CoLA-abc": {"computed": 1, "read": 2}}
     report = (out / "kd.md").read_text()
     assert "The teacher trains on every row: met" in report
@@ -79,6 +82,8 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert "student+kd above student and kd on CoLA: met" in report
     assert "student+kd above student and kd on RTE: missed" in report
     assert "student+kd within 2.5 of the teacher on SST-2: met" in report
+    assert ("student+kd-aug16 above student and kd-aug16 on MRPC: open "
+            "(83.0 vs student 80.0, kd-aug16 –)") in report
     assert (out / "glue" / "RTE" / "kd" / "results.json").is_file()
 
 
