@@ -171,6 +171,11 @@ def usable_positions(model: torch.nn.Module) -> int:
     return positions - (int(padding_idx) + 1 if padding_idx is not None else 0)
 
 
+def takes_token_types(model: torch.nn.Module) -> bool:
+    """Whether the model's forward takes ``token_type_ids`` (BERT does, MPNet does not)."""
+    return TOKEN_TYPES in inspect.signature(model.forward).parameters
+
+
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a single sentence: ``[CLS]`` / ``[SEP]`` for
     BERT, ``<s>`` / ``</s>`` for MPNet, none for a tokenizer without a post-processor."""
@@ -375,7 +380,7 @@ class Teacher:
             return self._onnx
         input_ids, mask = self._pad(self.tokenize(CHECK_TEXTS))  # traced with padding in the batch
         example = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
-        if TOKEN_TYPES in inspect.signature(self.model.forward).parameters:
+        if takes_token_types(self.model):
             example[TOKEN_TYPES] = torch.zeros_like(example["input_ids"])
         try:
             self._onnx = cached_encoder(cache_directory(self.spec.teacher_fingerprint, self.layer),

@@ -13,7 +13,6 @@ as a fine-tuned teacher is usually run; its head then sees one vector.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from core.teacher import Teacher, pool
+from core.teacher import Teacher, pool, takes_token_types
 from core.teacher_onnx import TOKEN_TYPES
 
 TEACHER_PAIRS = ("joint", "siamese")  # how a teacher reads a pair: one sequence, or each side apart
@@ -90,9 +89,14 @@ class TeacherBackbone(Backbone):
         self.pad_id = teacher.pad_id  # MPNet counts its positions from it: never assume 0
         # a joint pair's second segment gets token type 1 where the model has token types (BERT);
         # MPNet has none, and its tokenizer marks the seam with separators alone
-        self._segments = (joint_pairs and TOKEN_TYPES in inspect.signature(self.model.forward).parameters
+        self._segments = (joint_pairs and takes_token_types(self.model)
                           and getattr(self.model.config, "type_vocab_size", 1) > 1)
         self._sep_id = self.tokenizer.sep_token_id
+
+    @property
+    def pairs(self) -> str:
+        """How it reads a pair, as ``--teacher-pairs`` names it: ``joint`` or ``siamese``."""
+        return JOINT if self.joint_pairs else SIAMESE
 
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
         return [np.asarray(ids, dtype=np.int64) for ids in self._tokenize(list(texts))]

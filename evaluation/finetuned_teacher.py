@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.io import atomic_output, atomic_write_json, fingerprint, read_json_object
 from core.teacher import Teacher, teacher_spec
 from data.glue import GlueSplit, GlueTask, TaskData
-from evaluation.backbones import JOINT, SIAMESE, TeacherBackbone
+from evaluation.backbones import JOINT, TeacherBackbone
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
 from evaluation.heads import TaskModel, task_head
 from evaluation.report import append_jsonl, run_log_path
@@ -48,7 +48,7 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         # the fine-tuned weights' identity; its pooling, layer, normalize, max_length rebuild it
         **backbone.teacher.identify().to_dict(),
         "head_hidden": model.head.hidden,
-        "pairs": JOINT if backbone.joint_pairs else SIAMESE,  # absent in older ones: siamese
+        "pairs": backbone.pairs,  # absent in older ones: siamese
         "settings_fingerprint": key,
         "result": dataclasses.asdict(result),
         "rates": rates,  # the chosen learning rates and the grid's dev scores

@@ -36,7 +36,6 @@ from core.io import fingerprint, sha256_file
 from data.augment import TransferSettings, augment_split, variant_id
 from data.glue import GlueSplit, TaskData
 from data.pos import get_tagger
-from evaluation.backbones import JOINT, SIAMESE
 from evaluation.engine import TrainingData
 from evaluation.finetune import encode_split, predict
 from evaluation.finetuned_teacher import (
@@ -190,7 +189,7 @@ def given_kd_teacher(root: Path, data: TaskData, dropout: float) -> KdTeacher:
     model = load_finetuned_teacher(directory, task, dropout)
     source = {"finetuned": model.backbone.teacher.spec.identity(),
               "head": sha256_file(directory / HEAD_FILE),
-              **pairs_identity(JOINT if model.backbone.joint_pairs else SIAMESE, task)}
+              **pairs_identity(model.backbone.pairs, task)}
     return KdTeacher(source, lambda: model)
 
 
