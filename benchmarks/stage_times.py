@@ -16,8 +16,8 @@ def stage_seconds(run: Path, cpu: bool = False) -> dict[str, float]:
     path = run / STAGES_FILE
     for line in path.read_text().splitlines() if path.is_file() else []:
         fields = line.split("\t")
-        values = fields[2:4] if cpu else fields[1:2]
-        if len(fields) < 2 or len(values) < (2 if cpu else 1) or "NA" in values:
+        values = fields[2:4] if cpu else fields[1:2]  # user and system, or wall
+        if len(values) < (2 if cpu else 1) or "NA" in values:
             continue
         seconds[fields[0]] = seconds.get(fields[0], 0.0) + sum(float(v) for v in values)
     return seconds
