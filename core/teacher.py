@@ -10,13 +10,14 @@ computed. On CPU the transformer runs as an fp32 ONNX graph on onnxruntime when 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import inspect
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,30 +129,40 @@ def _sentence_transformers_file(name: str, filename: str) -> dict | list | None:
         return None
 
 
-def _load_pretrained(name: str):
-    """The fast tokenizer and the model of ``name``, loaded without transformers' notes on stderr:
-    its progress bar and its load report (the bundled MiniLM's unused ``position_ids`` buffer is
-    listed as UNEXPECTED at every load). Weights missing from the checkpoint, which would be
-    initialised at random, are still reported, in one line."""
-    from transformers import AutoModel, AutoTokenizer
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers without its notes on stderr inside the block: its progress bars (loading,
+    and "Writing model shards" at every save) and its load report (the bundled MiniLM's unused
+    ``position_ids`` buffer is listed as UNEXPECTED at every load); both restored after."""
     from transformers.utils import logging as hf_logging
 
     bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model, info = AutoModel.from_pretrained(name, output_loading_info=True)
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _load_pretrained(name: str):
+    """The fast tokenizer and the model of ``name``, loaded quietly (:func:`quiet_transformers`).
+    Weights missing from the checkpoint, which would be initialised at random, are still
+    reported, in one line."""
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model, info = AutoModel.from_pretrained(name, output_loading_info=True)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
             f"cannot load teacher {name!r}: not a model directory and not reachable on "
             f"the Hugging Face hub ({first_line})"
         ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     # the pooler (BERT's and MPNet's dense layer on the first token) is never used here: its
     # absence does not matter
     missing = sorted(key for key in info["missing_keys"] if not key.startswith("pooler."))

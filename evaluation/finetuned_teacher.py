@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_json, fingerprint, read_json_object
-from core.teacher import Teacher, teacher_spec
+from core.teacher import Teacher, quiet_transformers, teacher_spec
 from data.glue import GlueSplit, GlueTask, TaskData
 from evaluation.backbones import JOINT, TeacherBackbone
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
@@ -54,8 +54,9 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         "rates": rates,  # the chosen learning rates and the grid's dev scores
     }
     with atomic_output(directory, directory=True) as building:  # all of it, or the old one
-        backbone.model.save_pretrained(building)
-        backbone.tokenizer.save_pretrained(building)
+        with quiet_transformers():  # no "Writing model shards" bar at every save
+            backbone.model.save_pretrained(building)
+            backbone.tokenizer.save_pretrained(building)
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, building / HEAD_FILE)
         atomic_write_json(building / FINETUNED_META, meta)
 

@@ -73,7 +73,8 @@ def test_a_long_pair_is_truncated_longest_side_first(tiny_teacher_dir):
 
 
 @pytest.mark.parametrize("pairs", ["joint", "siamese"])
-def test_teacher_model_on_pairs_saves_and_loads_as_it_reads(pairs, tmp_path, tiny_teacher_dir):
+def test_teacher_model_on_pairs_saves_and_loads_as_it_reads(pairs, tmp_path, tiny_teacher_dir,
+                                                             capfd):
     config = EvalConfig(out=tmp_path / "out", systems=["teacher"], glue_dir=FIXTURES,
                         teacher=str(tiny_teacher_dir), head_hidden=8, teacher_pairs=pairs)
     data = load_task("RTE", FIXTURES)
@@ -83,8 +84,10 @@ def test_teacher_model_on_pairs_saves_and_loads_as_it_reads(pairs, tmp_path, tin
     assert model.backbone.joint_pairs == joint and model.head.pair == (not joint)
     assert (dev.tokens_b is None) == joint  # one sequence a pair, or two sides
     before = predict(model, dev, 4, CPU)
+    capfd.readouterr()
     save_finetuned_teacher(model, data.task, tmp_path / "ft", "k",
                            FinetuneResult(best_epoch=1, dev_metrics={"acc": 50.0}, score=50.0))
+    assert capfd.readouterr().err == ""  # no "Writing model shards" bar from transformers
     assert json.loads((tmp_path / "ft" / FINETUNED_META).read_text())["pairs"] == pairs
     loaded = load_finetuned_teacher(tmp_path / "ft", data.task, config.dropout)
     assert loaded.backbone.joint_pairs == joint and loaded.head.pair == (not joint)
