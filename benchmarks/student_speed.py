@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.batching import sorted_batches  # noqa: E402
+from core.teacher import quiet_transformers  # noqa: E402
 from student import SentenceStudent, StudentConfig, StudentEncoder, TrainConfig  # noqa: E402
 from student.config import STUDENT_DEFAULTS  # noqa: E402
 from student.tokenization import load_tokenizer, pad_token_id  # noqa: E402
@@ -193,7 +194,8 @@ def main() -> None:
     print(f"{len(texts)} sentences, mean {np.mean(lengths):.1f} tokens; torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads, CPU fp32")
 
-    teacher = HFEncoder(AutoModel.from_pretrained(teacher_dir), tokenizer, 256)
+    with quiet_transformers():  # no load report in the table
+        teacher = HFEncoder(AutoModel.from_pretrained(teacher_dir), tokenizer, 256)
     torch.manual_seed(0)
     bert_base = HFEncoder(BertModel(BertConfig()), tokenizer, 256)
     bert_texts = texts[: args.bert_base_sentences]
@@ -210,7 +212,9 @@ def main() -> None:
     others = []  # (teacher row, its student row, that teacher's name)
     hidden, layers = STUDENT_DEFAULTS["hidden"], STUDENT_DEFAULTS["layers"]
     for directory in args.teachers:
-        other = HFEncoder(AutoModel.from_pretrained(directory), AutoTokenizer.from_pretrained(directory), 256)
+        with quiet_transformers():
+            other = HFEncoder(AutoModel.from_pretrained(directory),
+                              AutoTokenizer.from_pretrained(directory), 256)
         label, width = directory.name, other.model.config.hidden_size
         student = random_student(directory, hidden, layers, width)
         names = (f"teacher {label}", f"student {layers}x{hidden} ({width}-d)")

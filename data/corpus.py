@@ -24,6 +24,8 @@ from pathlib import Path
 import blingfire
 import numpy as np
 
+from cache_tools.format import MANIFEST_NAME
+from cache_tools.reader import ShardDirectory
 from core.errors import UserError
 
 WIKI_SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -62,7 +64,8 @@ class CorpusConfig:
     limit: int | None = None
     max_line_chars: int = 1_000_000
     dedupe: bool = True
-    # Files whose sentences are never kept (evaluation sets): every text field, normalised.
+    # Files whose sentences are never kept (evaluation sets): every text field, normalised; or
+    # complete shard directories, every sentence they hold (a corpus grown past them).
     exclude: list[str] = field(default_factory=list)
     # Interleave the --corpus sources in proportion to their size (else one after the other), so
     # that every prefix of the sentence list (and of the shards) samples all of them.
@@ -208,13 +211,32 @@ def sentence_key(sentence: str) -> int:
     return int.from_bytes(hashlib.blake2b(sentence.encode(), digest_size=8).digest(), "little")
 
 
+def is_shard_directory(path: str | Path) -> bool:
+    """A complete shard directory (``pipeline encode``'s output: its manifest is written last)."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def exclusion_sources(paths: list[str]) -> list[str]:
+    """The ``--exclude`` arguments as concrete sources: a shard directory stays one source, any
+    other directory becomes its corpus files (as ``--corpus`` expands it)."""
+    return [source for path in paths
+            for source in ([path] if is_shard_directory(path) else resolve_sources([path]))]
+
+
 def exclusion_keys(paths: list[str]) -> KeySet:
     """Keys of every sentence of the given files (evaluation sets, never to be trained on).
     Every text field counts: each cell of a .tsv/.csv row, each string of a .jsonl record or a
     .parquet file, each line of any other file; normalised as corpus sentences are, both whole
-    and split into sentences."""
+    and split into sentences. A shard directory gives the sentences it holds: encoding the same
+    corpus again with it excluded and a larger ``--limit`` continues its sentence list."""
     keys = KeySet()
-    for path in resolve_sources(paths):
+    for path in exclusion_sources(paths):
+        if is_shard_directory(path):
+            shards = ShardDirectory(path)
+            for index in range(len(shards.manifest.shards)):
+                for text in shards.read(index, with_text=True).texts:
+                    keys.add(sentence_key(normalize_sentence(text)))
+            continue
         reader = CorpusReader(CorpusConfig(sources=[path]))
         for text in reader.fields(Path(path)):
             for piece in [text, *split_sentences(text)]:

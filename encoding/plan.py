@@ -18,11 +18,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from cache_tools.format import MANIFEST_NAME
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_json, fingerprint, remove, sha256_file
 from core.progress import bar
 from data.augment import augment_corpus
-from data.corpus import CorpusConfig, CorpusReader, describe_sources, resolve_sources
+from data.corpus import (
+    CorpusConfig,
+    CorpusReader,
+    describe_sources,
+    exclusion_sources,
+    is_shard_directory,
+    resolve_sources,
+)
 
 PLAN_NAME = "plan.arrow"
 PLAN_BATCH_ROWS = 65_536  # the plan is written in record batches: the corpus is never in memory
@@ -42,8 +50,11 @@ def corpus_key(corpus: CorpusConfig) -> dict:
     key["sources"] = describe_sources(resolve_sources(corpus.sources))
     key.pop("exclude"), key.pop("mix_sources")
     if corpus.exclude:
-        key["exclude"] = [{"source": os.path.abspath(path), "sha256": sha256_file(Path(path))}
-                          for path in resolve_sources(corpus.exclude)]
+        # a shard directory by its manifest, which holds every shard's sha256
+        key["exclude"] = [{"source": os.path.abspath(path),
+                           "sha256": sha256_file(Path(path) / MANIFEST_NAME
+                                                 if is_shard_directory(path) else Path(path))}
+                          for path in exclusion_sources(corpus.exclude)]
     if corpus.mix_sources:
         key["mix_sources"] = True
     return key

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -179,6 +180,33 @@ def test_cli_exclude_never_encodes_evaluation_sentences(tmp_path, tiny_corpus_fi
     assert manifest.corpus.settings["exclude"][0]["source"] == str(held)
     info = runner.invoke(cli, ["shards-info", str(out)])
     assert "excluded 7" in info.output
+
+
+def test_excluding_a_shard_directory_continues_its_sentence_list(tmp_path, tiny_corpus_file,
+                                                                tiny_teacher_dir, tiny_sentences):
+    """A corpus grown without re-encoding: the same corpus with the first directory excluded and
+    a larger --limit encodes the sentences after it, and the two train as one corpus."""
+    runner = CliRunner()
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    common = ["--corpus", str(tiny_corpus_file), "--teacher", str(tiny_teacher_dir), "--quiet"]
+    result = runner.invoke(cli, ["encode", *common, "--out", str(first), "--limit", "60"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["encode", *common, "--out", str(rest), "--limit", "100",
+                                 "--exclude", str(first)])
+    assert result.exit_code == 0, result.output
+    assert read_rows(first)[2] == tiny_sentences[:60]
+    assert read_rows(rest)[2] == tiny_sentences[60:160]
+    manifest = ShardDirectory(rest).manifest
+    assert manifest.corpus.stats["excluded"] == 60
+    (entry,) = manifest.corpus.settings["exclude"]
+    assert entry["source"] == str(first)  # the directory, by its manifest's content
+    assert entry["sha256"] == hashlib.sha256((first / MANIFEST_NAME).read_bytes()).hexdigest()
+    result = runner.invoke(cli, ["train-student", "--shards", str(first), "--shards", str(rest),
+                                 "--out", str(tmp_path / "student"), "--max-steps", "2",
+                                 "--batch-size", "8", "--hidden", "8", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "student" / "training_summary.json").read_text())
+    assert 100 < summary["train_rows"] <= 160  # rows of both (each alone has 60 and 100)
 
 
 def test_streamed_plan_fingerprint_equals_the_list_fingerprint():
