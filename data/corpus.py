@@ -228,7 +228,7 @@ def exclusion_keys(paths: list[str]) -> KeySet:
     Every text field counts: each cell of a .tsv/.csv row, each string of a .jsonl record or a
     .parquet file, each line of any other file; normalised as corpus sentences are, both whole
     and split into sentences. A shard directory gives the sentences it holds: encoding the same
-    corpus again with it excluded and a larger ``--limit`` continues its sentence list."""
+    corpus again with it excluded continues its sentence list (``--limit`` counting the new ones)."""
     keys = KeySet()
     for path in exclusion_sources(paths):
         if is_shard_directory(path):

@@ -27,7 +27,8 @@ from pipeline.options import default, device_option, progress_option
 @click.option("--exclude", "exclude", multiple=True, type=click.Path(),
               help="Files whose sentences are never encoded (evaluation sets: every text field of "
                    "every row, normalised like corpus sentences), or shard directories (every "
-                   "sentence they hold: the same corpus with a larger --limit continues them); "
+                   "sentence they hold: the same corpus encoded with one excluded continues its "
+                   "sentence list, --limit counting the sentences added); "
                    "counted as `excluded`. Repeatable.")
 @click.option("--mix-sources", is_flag=True,
               help="Interleave the --corpus sources in proportion to their size, so that every "
