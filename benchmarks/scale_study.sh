@@ -6,6 +6,9 @@
 # Every step is resumable: rerun the same command after a crash or a stop and finished work is kept.
 #
 #   bash benchmarks/scale_study.sh encode                # both cores (torchrun, one thread a rank)
+#   bash benchmarks/scale_study.sh extend N DIR          # the next N sentences of the same corpus
+#       into RUN/DIR (RUN/shards excluded: its continuation; the lanes' ranks as encode's), then
+#       SHARDS="$RUN/shards $RUN/DIR" makes train's sizes prefixes of both
 #   bash benchmarks/scale_study.sh train 300000          # one lane (one thread)
 #   bash benchmarks/scale_study.sh train 1000000 NAME OPTIONS...  # a recipe: NAME and its options,
 #       e.g. train 1000000 trained-emb --train-embeddings
@@ -16,7 +19,8 @@
 #   python benchmarks/scale_summary.py --run $RUN        # summary.json, scaling.png
 #
 # CORPORA holds the files extracted by ../shared/corpora/extract.py (enwiki-a/b/c.txt); LIMIT is the
-# number of sentences encoded (train-rows prefixes of it are the study's sizes).
+# number of sentences encoded (train-rows prefixes of it are the study's sizes); SHARDS the shard
+# directories trained on, in order (default RUN/shards); RANKS the encode's one-thread processes.
 set -euo pipefail
 RUN=${RUN:-$(cd "$(dirname "$0")/.." && pwd)/runs/scale}
 source "$(dirname "$0")/study_common.sh"
@@ -26,25 +30,38 @@ SOURCES=${SOURCES:-enwiki-a enwiki-b enwiki-c}
 EPOCHS=${EPOCHS:-1}
 TASKS=${TASKS:-CoLA SST-2 MRPC RTE}
 TORCHRUN=${TORCHRUN:-$ROOT/.venv/bin/torchrun}
+SHARDS=${SHARDS:-$RUN/shards}
+RANKS=${RANKS:-2}
+shards=(); for dir in $SHARDS; do shards+=(--shards "$dir"); done
+encode() {  # encode OUT LIMIT ARGS...: the study's corpus (GLUE excluded) through the teacher
+    local out=$1 limit=$2; shift 2
+    local args=()
+    for source in $SOURCES; do args+=(--corpus "$CORPORA/$source.txt"); done
+    for file in "$DATA"/glue/*/*.tsv; do args+=(--exclude "$file"); done
+    "$TORCHRUN" --standalone --nproc-per-node "$RANKS" -m pipeline encode --out "$out" \
+        --quiet --mix-sources --limit "$limit" "${args[@]}" "$@" ${ENCODE_OPTIONS:-}
+}
 
-step=${1:?usage: scale_study.sh encode | train SIZE [NAME OPTIONS...] | probe SIZE [NAME] | glue NAME SYSTEM}
+step=${1:?usage: scale_study.sh encode | extend N DIR | train SIZE [NAME OPTIONS...] | probe SIZE [NAME] | glue NAME SYSTEM}
 case $step in
 encode)
     [ -f "$RUN/shards/manifest.json" ] && { echo "encoded: $RUN/shards"; exit 0; }
-    args=()
-    for source in $SOURCES; do args+=(--corpus "$CORPORA/$source.txt"); done
-    for file in "$DATA"/glue/*/*.tsv; do args+=(--exclude "$file"); done
-    for dev in SST-2 CoLA RTE MRPC; do args+=(--ood-corpus "$DATA/glue/$dev/dev.tsv"); done
-    timed encode 2 "$TORCHRUN" --standalone --nproc-per-node 2 -m pipeline encode --out "$RUN/shards" \
-        --quiet --mix-sources --limit "$LIMIT" "${args[@]}" \
-        --ood-text-column 'sentence,sentence1,#1 String,3' ${ENCODE_OPTIONS:-}
+    ood=()
+    for dev in SST-2 CoLA RTE MRPC; do ood+=(--ood-corpus "$DATA/glue/$dev/dev.tsv"); done
+    timed encode "$RANKS" encode "$RUN/shards" "$LIMIT" "${ood[@]}" \
+        --ood-text-column 'sentence,sentence1,#1 String,3'
+    ;;
+extend)
+    n=${2:?extend N DIR}; dir=${3:?extend N DIR}
+    [ -f "$RUN/$dir/manifest.json" ] && { echo "encoded: $RUN/$dir"; exit 0; }
+    timed "encode-$dir" "$RANKS" encode "$RUN/$dir" "$n" --exclude "$RUN/shards"
     ;;
 train)
     size=${2:?train SIZE}; name=${3:-default}; shift $(( $# < 3 ? $# : 3 ))
     out=$RUN/students/$name-$size  # NAME's options (the recipe) follow it: train 1000000 hidden512 --hidden 512
     [ -f "$out/training_summary.json" ] && { echo "trained: $out"; exit 0; }
     resume=(); [ -f "$out/checkpoint.pt" ] && resume=(--resume)
-    timed "train-$name-$size" 1 "$PIPELINE" train-student --shards "$RUN/shards" --out "$out" \
+    timed "train-$name-$size" 1 "$PIPELINE" train-student "${shards[@]}" --out "$out" \
         --train-rows "$size" --epochs "$EPOCHS" --no-progress "${resume[@]}" "$@"
     ;;
 probe)
