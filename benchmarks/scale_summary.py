@@ -6,7 +6,11 @@ system seconds of every step) and RUN/shards/manifest.json; writes summary.json 
 default recipe by size), scale.md (every student: sizes and recipes) and scaling.png.
 
 A point's CPU hours are its training's user+system time, its probes', and its share of the encode
-(the encode's CPU time times the rows it trained on over the rows encoded).
+(the encode's CPU time times the rows it trained on over the rows encoded). The corpus may have
+grown past RUN/shards (`scale_study.sh extend N DIR`: RUN/shards-*, taken in name order after it);
+a directory's encode time is the sum of its shards' timed receipts (a pass resumed over several
+sessions included; shards written before timings existed count at the timed ones' rate per row),
+else its step in stage_seconds.tsv (`encode`, `encode-DIR`).
 
     python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale]
         [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue ROW=PATTERN ...]
@@ -43,14 +47,41 @@ def probe_scores(directory: Path) -> dict[str, float]:
     return scores
 
 
+def encode_costs(run: Path, stages: dict[str, float]) -> list[tuple[int, float]]:
+    """(rows, encode CPU seconds) of each complete shard directory of the corpus, in order:
+    RUN/shards, then the directories it was extended by (RUN/shards-*)."""
+    costs = []
+    for directory in [run / "shards", *sorted(run.glob("shards-*"))]:
+        path = directory / "manifest.json"
+        if not path.is_file():
+            continue
+        manifest = json.loads(path.read_text())
+        timed = [s for s in manifest["shards"] if s.get("cpu_seconds") is not None]
+        step = "encode" if directory.name == "shards" else f"encode-{directory.name}"
+        cpu = stages.get(step, 0.0)
+        if timed:  # per row of the timed shards (some may predate the timings): every shard
+            cpu = (sum(s["cpu_seconds"] for s in timed) * manifest["num_rows"]
+                   / sum(s["num_rows"] for s in timed))
+        costs.append((manifest["num_rows"], cpu))
+    return costs
+
+
+def encode_share_of(costs: list[tuple[int, float]], rows: int) -> float:
+    """The encode CPU of the first ``rows`` rows: whole directories, then a part of the next."""
+    share = 0.0
+    for num_rows, cpu in costs:
+        share += cpu * min(rows, num_rows) / num_rows
+        rows -= min(rows, num_rows)
+    return share
+
+
 def students(run: Path, partial: dict[str, int] | None = None) -> list[dict]:
     """Every finished student of the run: name, size, agreement, probes, CPU hours. ``partial``:
     LABEL -> the steps its recorded training time covers, for a run whose first part was killed
     before its time was written; its training CPU is extrapolated to every step, and marked so."""
     partial = partial or {}
     stages = stage_seconds(run, cpu=True)
-    manifest = json.loads((run / "shards" / "manifest.json").read_text())
-    encode_cpu = stages.get("encode", 0.0)
+    corpus = encode_costs(run, stages)
     rows = []
     for path in sorted((run / "students").glob(f"*/{SUMMARY_NAME}")):
         match = re.fullmatch(r"(.+)-(\d+)", path.parent.name)
@@ -64,7 +95,7 @@ def students(run: Path, partial: dict[str, int] | None = None) -> list[dict]:
         if covered:
             train_cpu *= summary["steps"] / covered
         probe_cpu = sum(v for k, v in stages.items() if k.startswith(f"probe-{name}-{size}-"))
-        encode_share = encode_cpu * summary["train_rows"] / manifest["num_rows"]
+        encode_share = encode_share_of(corpus, summary["train_rows"])
         rows.append({
             "name": name, "size": size, "train_rows": summary["train_rows"],
             "steps": summary["steps"],

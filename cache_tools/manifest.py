@@ -30,6 +30,11 @@ class ShardInfo:
     num_bytes: int
     sha256: str
     num_tokens: int = 0
+    # What making it cost (absent before they were recorded): wall seconds, and CPU seconds of
+    # the process that made it, from the previous shard's receipt (or the pass's start) to its own.
+    # Summed over a directory they are the teacher pass's cost, however many runs it took.
+    seconds: float | None = None
+    cpu_seconds: float | None = None
 
 
 SENTENCE_VECTORS = "sentence_vectors"  # stage one: a corpus's sentence vectors

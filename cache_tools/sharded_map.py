@@ -11,6 +11,7 @@ unfinished shards. Whoever writes the manifest (last) collects the receipts with
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -92,6 +93,7 @@ class ShardedMap:
         self.out.mkdir(parents=True, exist_ok=True)
         todo = self.todo(ctx)
         computed = 0
+        clock = (time.perf_counter(), time.process_time())  # each receipt's cost runs from here
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(prepare, *self.bounds(todo[0])) if todo else None
             for position, index in enumerate(todo):
@@ -104,7 +106,9 @@ class ShardedMap:
                     raise ValueError(f"shard {index}: {len(vectors)} vectors for {hi - lo} rows")
                 write_shard(self.out / self.name(index), np.arange(lo, hi), prepared.texts,
                             prepared.token_ids, vectors, self.dtype, {**metadata, "index": index})
-                self._write_receipt(index, prepared.token_ids)
+                now = (time.perf_counter(), time.process_time())
+                self._write_receipt(index, prepared.token_ids, now[0] - clock[0], now[1] - clock[1])
+                clock = now
                 computed += hi - lo
         return computed
 
@@ -129,10 +133,12 @@ class ShardedMap:
             raise UserError(f"shards missing after the run: {', '.join(missing)}; rerun to finish them")
         return infos
 
-    def _write_receipt(self, index: int, token_ids: Sequence[Sequence[int]]) -> None:
+    def _write_receipt(self, index: int, token_ids: Sequence[Sequence[int]], seconds: float,
+                       cpu_seconds: float) -> None:
         path = self.out / self.name(index)
         info = ShardInfo(name=path.name, index=index, num_rows=len(token_ids),
                          first_id=self.bounds(index)[0], num_bytes=path.stat().st_size,
-                         sha256=sha256_file(path), num_tokens=sum(len(t) for t in token_ids))
+                         sha256=sha256_file(path), num_tokens=sum(len(t) for t in token_ids),
+                         seconds=round(seconds, 3), cpu_seconds=round(cpu_seconds, 3))
         self.work.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.work / f"shard-{index:05d}.json", asdict(info))

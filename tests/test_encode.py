@@ -82,9 +82,15 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, tiny_corpus_file,
     assert sorted(p.name for p in interrupted.glob("train-*")) == [
         "train-00000-of-00004.arrow", "train-00001-of-00004.arrow"]
 
+    first_receipts = [json.loads(p.read_text()) for p in sorted(interrupted.glob(".work/shard-*"))]
     monkeypatch.setattr("cache_tools.sharded_map.write_shard", real_write)
     result = run_encode(_config(interrupted, tiny_corpus_file, tiny_teacher_dir))
     assert result.encoded_rows == 64 + 8  # only the two missing shards
+    # each shard's cost is recorded once, by the run that made it: the pass's cost over both runs
+    shards = result.manifest.shards
+    assert all(s.seconds > 0 and s.cpu_seconds > 0 for s in shards)
+    assert [(s.seconds, s.cpu_seconds) for s in shards[:2]] == [
+        (r["seconds"], r["cpu_seconds"]) for r in first_receipts]
     for got, want in zip(read_rows(interrupted), read_rows(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
@@ -161,6 +167,7 @@ def test_cli_encode_and_shards_info(tmp_path, tiny_corpus_file, tiny_teacher_dir
     assert "50 sentences" in result.output
     info = runner.invoke(cli, ["shards-info", str(out)])
     assert info.exit_code == 0 and "50 x 32 float16" in info.output
+    assert "cost        teacher pass" in info.output and "1 of 1 shards timed" in info.output
 
 
 def test_cli_exclude_never_encodes_evaluation_sentences(tmp_path, tiny_corpus_file, tiny_teacher_dir,
