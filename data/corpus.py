@@ -24,7 +24,7 @@ from pathlib import Path
 import blingfire
 import numpy as np
 
-from cache_tools.format import MANIFEST_NAME
+from cache_tools.format import MANIFEST_NAME, WORK_DIR
 from cache_tools.reader import ShardDirectory
 from core.errors import UserError
 
@@ -219,6 +219,10 @@ def is_shard_directory(path: str | Path) -> bool:
 def exclusion_sources(paths: list[str]) -> list[str]:
     """The ``--exclude`` arguments as concrete sources: a shard directory stays one source, any
     other directory becomes its corpus files (as ``--corpus`` expands it)."""
+    for path in paths:
+        if (Path(path) / WORK_DIR).is_dir() and not is_shard_directory(path):
+            raise UserError(f"--exclude {path}: an unfinished shard directory (no manifest yet); "
+                            "finish its encode first")
     return [source for path in paths
             for source in ([path] if is_shard_directory(path) else resolve_sources([path]))]
 

@@ -190,7 +190,8 @@ def test_cli_exclude_never_encodes_evaluation_sentences(tmp_path, tiny_corpus_fi
 
 
 def test_excluding_a_shard_directory_continues_its_sentence_list(tmp_path, tiny_corpus_file,
-                                                                tiny_teacher_dir, tiny_sentences):
+                                                                tiny_teacher_dir, tiny_sentences,
+                                                                capsys, monkeypatch):
     """A corpus grown without re-encoding: the same corpus with the first directory excluded and
     a larger --limit encodes the sentences after it, and the two train as one corpus."""
     runner = CliRunner()
@@ -208,6 +209,11 @@ def test_excluding_a_shard_directory_continues_its_sentence_list(tmp_path, tiny_
     (entry,) = manifest.corpus.settings["exclude"]
     assert entry["source"] == str(first)  # the directory, by its manifest's content
     assert entry["sha256"] == hashlib.sha256((first / MANIFEST_NAME).read_bytes()).hexdigest()
+    (first / MANIFEST_NAME).rename(tmp_path / "aside.json")  # as if its encode had not finished
+    code, _, err = pipeline_main(capsys, monkeypatch, "encode", *common, "--out", tmp_path / "more",
+                                 "--exclude", first)
+    assert_one_line_error(code, err, "unfinished shard directory")
+    (tmp_path / "aside.json").rename(first / MANIFEST_NAME)
     result = runner.invoke(cli, ["train-student", "--shards", str(first), "--shards", str(rest),
                                  "--out", str(tmp_path / "student"), "--max-steps", "2",
                                  "--batch-size", "8", "--hidden", "8", "--no-progress"])
