@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
-from data.augment import TransferSettings
+from data.augment import parse_augment
 from data.glue import task_by_name
 from evaluation.backbones import JOINT, check_teacher_pairs
 from evaluation.finetune import TrainSettings
@@ -32,7 +32,7 @@ class EvalConfig:
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
     kd_alpha: float = TrainSettings.kd_alpha
-    augment: int = 0  # variants per training row in +kd systems' transfer set (0: none)
+    augment: int | str = 0  # variants per training row in +kd systems' transfer set (0: none; auto)
     kd_cache: Path | None = None  # the kd-logit cache root (None: OUT/kd-cache)
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)
@@ -62,7 +62,7 @@ class EvalConfig:
         self.glue_dir = None if self.glue_dir is None else Path(self.glue_dir)
         self.kd_teacher = None if self.kd_teacher is None else Path(self.kd_teacher)
         self.kd_cache = Path(self.kd_cache or self.out / CACHE_DIR)
-        self.transfer = TransferSettings(self.augment)  # validates --augment
+        self.augment = parse_augment(self.augment)
         self.students_dir = Path(self.students_dir)
         # the typed values the engine takes, each setting validated here, once
         grid = RateGrid.parse(self.lr_grid, self.teacher_lr_grid, self.teacher_head_lr,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from core.progress import log as _log
-from data.augment import TransferSettings
+from data.augment import TransferSettings, transfer_passes
 from data.glue import GlueSplit, TaskData
 from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
 from evaluation.finetuned_teacher import TEACHER_SEED, seed0_teacher
@@ -102,7 +102,10 @@ def fit(spec: SystemSpec, rows: TrainingData, seed: int, recipe: Recipe, builder
     lr_grid, encoder_grid = recipe.grid.points(teacher)
     if rate is not None:
         lr_grid, encoder_grid = [rate[0]], None if rate[1] is None else [rate[1]]
-    grid = finetune_grid(build, task, encoded_train, dev, recipe.settings(teacher, seed),
+    settings = recipe.settings(teacher, seed)
+    if rows.transfer is not None and rows.gold is not None:  # --epochs: passes over the rows
+        settings.epochs = transfer_passes(settings.epochs, int(rows.gold.sum()), len(rows.train))
+    grid = finetune_grid(build, task, encoded_train, dev, settings,
                          lr_grid, device, encoder_grid, log=_epoch_log(log_path))
     return Fitted(grid.model, grid.result, grid.rates())
 

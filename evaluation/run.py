@@ -36,6 +36,7 @@ from core.errors import UserError
 from core.io import atomic_write_json, fingerprint
 from core.progress import log as _log
 from core.teacher import teacher_spec
+from data.augment import TransferSettings, transfer_settings
 from data.glue import TASKS, GlueSplit, TaskData, available_tasks, check_task_files, load_task
 from data.pos import get_tagger
 from evaluation.config import EvalConfig
@@ -106,7 +107,7 @@ def resolve_inputs(config: EvalConfig) -> Inputs:
         raise UserError("--augment makes the transfer set of +kd systems, and none is given "
                         "(add e.g. --system kd)")
     if config.augment:
-        get_tagger(config.transfer.tagger)  # a missing tagger fails now, not after fine-tuning
+        get_tagger(TransferSettings.tagger)  # a missing tagger fails now, not after fine-tuning
     if config.zero_shot and "STS-B" not in tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "
                         "(add --tasks STS-B; it needs STS-B/ in --glue-dir)")
@@ -255,7 +256,8 @@ def kd_training_data(config: EvalConfig, data: TaskData, train: GlueSplit,
     teacher = (seed0_kd_teacher(config.builder, config.recipe, data, teacher_train, device, log)
                if config.kd_teacher is None else
                given_kd_teacher(config.kd_teacher, data, config.dropout))
-    job = LogitJob(config.kd_cache, config.transfer, config.batch_size, device, config.command)
+    job = LogitJob(config.kd_cache, transfer_settings(config.augment, len(train)),
+                   config.batch_size, device, config.command)
     return transfer_data(teacher, data, train, job, log, ctx)
 
 

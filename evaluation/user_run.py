@@ -23,7 +23,7 @@ import torch
 from core.device import resolve_device
 from core.errors import UserError
 from core.progress import log as _log
-from data.augment import TransferSettings
+from data.augment import TransferSettings, parse_augment, transfer_settings
 from data.glue import GlueSplit, GlueTask, TaskData
 from data.pos import get_tagger
 from data.user_task import (
@@ -95,7 +95,7 @@ class FinetuneConfig:
     kd_teacher: str | None = None  # a fine-tuned classifier directory, or "auto"
     kd_alpha: float = TrainSettings.kd_alpha
     teacher_pairs: str = JOINT  # the teacher on pairs: "joint" (a cross-encoder) or "siamese"
-    augment: int = 0  # variants of each training row, labelled by the KD teacher alone
+    augment: int | str = 0  # variants of each training row, labelled by the KD teacher alone (or auto)
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
     kd_cache: Path | None = None  # the kd-logit cache root (None: CACHE_DIR/kd-cache)
@@ -112,7 +112,7 @@ class FinetuneConfig:
             raise UserError("give --student DIR or at least one --system")
         if not 0.0 < self.dev_fraction < 1.0:
             raise UserError(f"--dev-fraction must be in (0, 1), got {self.dev_fraction}")
-        self.transfer = TransferSettings(self.augment)  # validates --augment
+        self.augment = parse_augment(self.augment)
         if self.seeds < 1:
             raise UserError("--seeds must be positive")
         # the typed values the engine takes, each setting validated here, once
@@ -194,7 +194,7 @@ def _checked_systems(config: FinetuneConfig) -> list[SystemSpec]:
         raise UserError("--augment labels its variants with the KD teacher: give --kd-teacher "
                         "(or a +kd system)")
     if config.augment:
-        get_tagger(config.transfer.tagger)  # a missing tagger fails now, not after fine-tuning
+        get_tagger(TransferSettings.tagger)  # a missing tagger fails now, not after fine-tuning
     return specs
 
 
@@ -233,7 +233,8 @@ def distillation_data(config: FinetuneConfig, data: TaskData, train: GlueSplit,
     """The training rows (then ``--augment`` variants of each, labelled by the teacher alone, as
     in Tang et al. 2019) and the KD teacher's logits (N, C) on them, from the kd-logit cache
     (``--kd-cache``: glue-eval's format, shared by every system and seed)."""
-    job = LogitJob(config.kd_cache, config.transfer, config.batch_size, device, config.command)
+    job = LogitJob(config.kd_cache, transfer_settings(config.augment, len(train)),
+                   config.batch_size, device, config.command)
     return transfer_data(kd_teacher(config, data, train, device), data, train, job, _log)
 
 

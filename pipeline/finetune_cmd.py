@@ -64,9 +64,12 @@ P = PredictConfig
                    "(cached in --cache-dir).")
 @click.option("--kd-alpha", type=float, default=default(F, "kd_alpha"),
               help="Weight of the hard-label loss in KD runs (the rest: MSE to teacher logits).")
-@click.option("--augment", type=int, default=default(F, "augment"),
+@click.option("--augment", type=str, default=default(F, "augment"), show_default=True,
               help="Variants of each training row (Tang et al. 2019: masking, POS-guided word "
-                   "replacement, n-gram sampling) labelled by the KD teacher's logits alone.")
+                   "replacement, n-gram sampling) labelled by the KD teacher's logits alone; "
+                   "auto: a transfer set of about 150k rows (16 variants a row at most). "
+                   "--epochs then counts passes over the training rows (at least one pass over "
+                   "the transfer set).")
 @click.option("--max-train-samples", type=int, default=None,
               help="Train on a fixed random subset of this size (quick runs).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,

@@ -53,10 +53,13 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
                    "OUT/finetuned-teacher) [default: fine-tune the teacher].")
 @click.option("--kd-alpha", type=float, default=_default("kd_alpha"), show_default=True,
               help="Weight of the hard-label loss in +kd runs (the rest: MSE to teacher logits).")
-@click.option("--augment", type=int, default=_default("augment"), show_default=True,
+@click.option("--augment", type=str, default=_default("augment"), show_default=True,
               help="Variants of every training row in the +kd systems' transfer set (Tang et al. "
                    "2019: masking, POS-guided word replacement, n-gram sampling), labelled by the "
-                   "teacher's logits alone. 0: the training rows only.")
+                   "teacher's logits alone. 0: the training rows only; auto: a transfer set of "
+                   "about 150k rows (16 variants a row at most). With variants, --epochs counts "
+                   "passes over the training rows: the run makes as many steps, and at least one "
+                   "pass over the transfer set.")
 @click.option("--kd-cache", type=click.Path(path_type=Path), default=None,
               help="Where the teacher's logits on the transfer set are cached, one entry per "
                    "teacher, task and transfer set: share it across runs [default: OUT/kd-cache].")

@@ -15,9 +15,19 @@ import torch
 from cache_tools import logit_cache
 from cache_tools.format import ShardError
 from core.distributed import DistContext
+from core.errors import UserError
+from data.augment import (
+    AUTO,
+    TransferSettings,
+    auto_variants,
+    parse_augment,
+    transfer_passes,
+    transfer_settings,
+)
 from data.glue import TASKS, load_task
 from evaluation import kd
 from evaluation.config import EvalConfig
+from evaluation.engine import fit
 from evaluation.finetune import Encoded, task_loss
 from evaluation.run import kd_training_data, run_source, run_task
 from evaluation.systems import parse_system, resolve_systems
@@ -80,7 +90,7 @@ def test_variants_are_labelled_by_the_teacher_alone(tmp_path, tiny_teacher_dir):
     np.testing.assert_array_equal(rows.labels[:m], data.train.labels)
     # the run's fingerprint names the transfer set; without one it is as it always was
     spec = parse_system("kd")
-    assert run_source(spec, taught, 0, config, None)["transfer"] == config.transfer.identity()
+    assert run_source(spec, taught, 0, config, None)["transfer"] == TransferSettings(2).identity()
     plain = kd_training_data(config_for(tmp_path, tiny_teacher_dir), data, data.train,
                              data.train, CPU)
     assert "transfer" not in run_source(spec, plain, 0, config, None)
@@ -193,3 +203,42 @@ def test_glue_eval_augment_and_a_shared_kd_cache(tmp_path, capsys, monkeypatch, 
                           "--augment must be 0 or more")
     assert_one_line_error(*pipeline_main(capsys, monkeypatch, *args[:7], "--system", "scratch",
                                          "--augment", "1")[::2], "--augment makes the transfer set")
+
+
+# -- --augment auto and the passes over a transfer set ----------------------------------------
+def test_auto_variants_aim_at_a_transfer_set_of_a_fixed_size():
+    # CoLA's and MRPC's training sets get the 16 variants measured; SST-2's 67k rows one; a
+    # training set as large as the target none
+    assert [auto_variants(rows) for rows in (1, 2_490, 3_668, 8_551, 67_349, 150_000, 10**6)] == [
+        16, 16, 16, 16, 1, 0, 0]
+    assert transfer_settings(AUTO, 8_551) == TransferSettings(16)
+    assert transfer_settings(4, 8_551) == TransferSettings(4)
+    assert transfer_settings("0", 10) == TransferSettings(0)
+    for bad in ("-1", "many", None):
+        with pytest.raises(UserError, match="--augment"):
+            parse_augment(bad)
+
+
+def test_a_transfer_set_is_passed_over_as_often_as_its_size_allows():
+    assert transfer_passes(3, 8_551, 17 * 8_551) == 1  # CoLA, 16 variants: one pass
+    assert transfer_passes(1, 67_349, 5 * 67_349) == 1  # SST-2, 4 variants, one epoch
+    assert transfer_passes(3, 1_000, 2 * 1_000) == 2  # one variant: the steps of 3 epochs
+    assert transfer_passes(3, 1_000, 1_000) == 3
+
+
+def test_kd_with_a_transfer_set_trains_the_passes_its_size_allows(tmp_path, tiny_teacher_dir):
+    data = load_task("MRPC", GLUE_FIXTURES)
+    config = config_for(tmp_path, tiny_teacher_dir, augment=2, epochs=3, patience=3)
+    taught = kd_training_data(config, data, data.train, data.train, CPU)
+    spec = resolve_systems([parse_system("kd")])[0]
+    log = tmp_path / "epochs.jsonl"
+    fit(spec, taught, 0, config.recipe, config.builder, CPU, log)
+    assert len(log.read_text().splitlines()) == 1  # 3 epochs of 12 rows: one pass over 36
+
+
+def test_cli_augment_takes_auto_or_a_count(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
+    code, _, err = pipeline_main(capsys, monkeypatch, "glue-eval", "--glue-dir", GLUE_FIXTURES,
+                                 "--tasks", "MRPC", "--system", "kd", "--augment", "many",
+                                 "--out", tmp_path / "out", "--teacher", tiny_teacher_dir)
+    assert_one_line_error(code, err, "--augment")
+    assert EvalConfig(out=tmp_path, augment="auto").augment == AUTO
