@@ -100,7 +100,7 @@ for task in $TASKS; do
         name=$(slug "$system")
         [ -f "$out/$name/results.json" ] && continue
         timed "glue-$task-$name" "$PIPELINE" glue-eval "${common[@]}" --out "$out/$name" \
-            --system "$system" --kd-teacher "$out/teacher/finetuned-teacher"
+            --system "$system" --kd-teacher "$out/teacher/finetuned-teacher" --augment 0  # the second edition's
     done
 done
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
-from data.augment import parse_augment
+from data.augment import AUTO, parse_augment
 from data.glue import task_by_name
 from evaluation.backbones import JOINT, check_teacher_pairs
 from evaluation.finetune import TrainSettings
@@ -32,7 +32,7 @@ class EvalConfig:
     teacher: str | None = None  # None: the packaged all-MiniLM-L6-v2
     kd_teacher: Path | None = None  # fine-tuned teachers, one per task in kd_teacher/<TASK>/
     kd_alpha: float = TrainSettings.kd_alpha
-    augment: int | str = 0  # variants per training row in +kd systems' transfer set (0: none; auto)
+    augment: int | str = AUTO  # variants per training row in +kd systems' transfer set (0: none)
     kd_cache: Path | None = None  # the kd-logit cache root (None: OUT/kd-cache)
     seeds: int = 1
     teacher_seeds: int | None = None  # None: as many as ``seeds`` (the teacher's runs cost most)

@@ -36,7 +36,7 @@ from core.errors import UserError
 from core.io import atomic_write_json, fingerprint
 from core.progress import log as _log
 from core.teacher import teacher_spec
-from data.augment import TransferSettings, transfer_settings
+from data.augment import AUTO, TransferSettings, transfer_settings
 from data.glue import TASKS, GlueSplit, TaskData, available_tasks, check_task_files, load_task
 from data.pos import get_tagger
 from evaluation.config import EvalConfig
@@ -103,10 +103,11 @@ def resolve_inputs(config: EvalConfig) -> Inputs:
              else [*discover_students(config.students_dir), *map(parse_system, BASELINES)])
     tasks = resolve_tasks(config)
     specs = resolve_systems(specs)
-    if config.augment and not any(spec.kd for spec in specs):
+    kd = any(spec.kd for spec in specs)
+    if config.augment not in (0, AUTO) and not kd:  # auto, the default, sizes a set only if there is one
         raise UserError("--augment makes the transfer set of +kd systems, and none is given "
                         "(add e.g. --system kd)")
-    if config.augment:
+    if config.augment and kd:
         get_tagger(TransferSettings.tagger)  # a missing tagger fails now, not after fine-tuning
     if config.zero_shot and "STS-B" not in tasks:
         raise UserError("--zero-shot scores STS-B, which is not among the tasks "

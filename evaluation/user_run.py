@@ -23,6 +23,7 @@ import torch
 from core.device import resolve_device
 from core.errors import UserError
 from core.progress import log as _log
+from data.augment import AUTO as AUGMENT_AUTO
 from data.augment import TransferSettings, parse_augment, transfer_settings
 from data.glue import GlueSplit, GlueTask, TaskData
 from data.pos import get_tagger
@@ -95,7 +96,7 @@ class FinetuneConfig:
     kd_teacher: str | None = None  # a fine-tuned classifier directory, or "auto"
     kd_alpha: float = TrainSettings.kd_alpha
     teacher_pairs: str = JOINT  # the teacher on pairs: "joint" (a cross-encoder) or "siamese"
-    augment: int | str = 0  # variants of each training row, labelled by the KD teacher alone (or auto)
+    augment: int | str = AUGMENT_AUTO  # variants of each training row, labelled by the KD teacher alone
     max_train_samples: int | None = None
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
     kd_cache: Path | None = None  # the kd-logit cache root (None: CACHE_DIR/kd-cache)
@@ -190,10 +191,11 @@ def _checked_systems(config: FinetuneConfig) -> list[SystemSpec]:
     if specs[0].kind not in SAVABLE or specs[0].path is None and specs[0].kind != "teacher":
         raise UserError(f"--system {specs[0].label}: the first system is the one saved, and a "
                         f"classifier directory holds a student or the teacher; put one first")
-    if config.augment and not any(spec.kd for spec in specs):
+    kd = any(spec.kd for spec in specs)
+    if config.augment not in (0, AUGMENT_AUTO) and not kd:  # auto (the default) needs no +kd
         raise UserError("--augment labels its variants with the KD teacher: give --kd-teacher "
                         "(or a +kd system)")
-    if config.augment:
+    if config.augment and kd:
         get_tagger(TransferSettings.tagger)  # a missing tagger fails now, not after fine-tuning
     return specs
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from data.augment import AUTO_MAX_VARIANTS, AUTO_TRANSFER_ROWS
 from evaluation.backbones import TEACHER_PAIRS
 from evaluation.user_run import FinetuneConfig, PredictConfig, run_finetune, run_predict
 from pipeline.options import default, device_option, rates_text
@@ -67,7 +68,8 @@ P = PredictConfig
 @click.option("--augment", type=str, default=default(F, "augment"), show_default=True,
               help="Variants of each training row (Tang et al. 2019: masking, POS-guided word "
                    "replacement, n-gram sampling) labelled by the KD teacher's logits alone; "
-                   "auto: a transfer set of about 150k rows (16 variants a row at most). "
+                   f"auto: a transfer set of about {AUTO_TRANSFER_ROWS // 1000}k rows "
+                   f"({AUTO_MAX_VARIANTS} variants a row at most). "
                    "--epochs then counts passes over the training rows (at least one pass over "
                    "the transfer set).")
 @click.option("--max-train-samples", type=int, default=None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from core.errors import UserError
+from data.augment import AUTO_MAX_VARIANTS, AUTO_TRANSFER_ROWS
 from evaluation.backbones import TEACHER_PAIRS
 from evaluation.config import EvalConfig
 from evaluation.run import run_glue_eval
@@ -57,7 +58,8 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Variants of every training row in the +kd systems' transfer set (Tang et al. "
                    "2019: masking, POS-guided word replacement, n-gram sampling), labelled by the "
                    "teacher's logits alone. 0: the training rows only; auto: a transfer set of "
-                   "about 150k rows (16 variants a row at most). With variants, --epochs counts "
+                   f"about {AUTO_TRANSFER_ROWS // 1000}k rows ({AUTO_MAX_VARIANTS} variants a row "
+                   "at most). With variants, --epochs counts "
                    "passes over the training rows: the run makes as many steps, and at least one "
                    "pass over the transfer set.")
 @click.option("--kd-cache", type=click.Path(path_type=Path), default=None,

@@ -232,7 +232,8 @@ def test_system_specs(tmp_path):
 
 def tiny_config(tmp_path, teacher_dir, **overrides) -> EvalConfig:
     settings = dict(out=tmp_path / "out", systems=["teacher"], glue_dir=FIXTURES,
-                    teacher=str(teacher_dir), epochs=1, batch_size=8, head_hidden=8)
+                    teacher=str(teacher_dir), epochs=1, batch_size=8, head_hidden=8,
+                    augment=0)  # the training rows only, unless a test asks for variants
     return EvalConfig(**{**settings, **overrides})
 
 

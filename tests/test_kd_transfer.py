@@ -31,6 +31,7 @@ from evaluation.engine import fit
 from evaluation.finetune import Encoded, task_loss
 from evaluation.run import kd_training_data, run_source, run_task
 from evaluation.systems import parse_system, resolve_systems
+from evaluation.user_run import FinetuneConfig
 from tests.helpers import GLUE_FIXTURES, assert_one_line_error, pipeline_main
 
 CPU = torch.device("cpu")
@@ -39,7 +40,8 @@ CPU = torch.device("cpu")
 def config_for(tmp_path: Path, teacher_dir: Path, **overrides) -> EvalConfig:
     settings = dict(out=tmp_path / "out", systems=["kd"], glue_dir=GLUE_FIXTURES,
                     teacher=str(teacher_dir), epochs=1, batch_size=8, head_hidden=8,
-                    lr_grid=[1e-3], teacher_lr_grid=[1e-4], kd_cache=tmp_path / "kd-cache")
+                    lr_grid=[1e-3], teacher_lr_grid=[1e-4], kd_cache=tmp_path / "kd-cache",
+                    augment=0)  # the training rows only, unless a test asks for variants
     return EvalConfig(**{**settings, **overrides})
 
 
@@ -207,10 +209,10 @@ def test_glue_eval_augment_and_a_shared_kd_cache(tmp_path, capsys, monkeypatch, 
 
 # -- --augment auto and the passes over a transfer set ----------------------------------------
 def test_auto_variants_aim_at_a_transfer_set_of_a_fixed_size():
-    # CoLA's and MRPC's training sets get the 16 variants measured; SST-2's 67k rows one; a
+    # RTE, MRPC and CoLA get the 16 variants measured, SST-2's 67k rows the 4 measured; a
     # training set as large as the target none
-    assert [auto_variants(rows) for rows in (1, 2_490, 3_668, 8_551, 67_349, 150_000, 10**6)] == [
-        16, 16, 16, 16, 1, 0, 0]
+    assert [auto_variants(rows) for rows in (1, 2_490, 3_668, 8_551, 67_349, 150_000, 350_000,
+                                             10**6)] == [16, 16, 16, 16, 4, 1, 0, 0]
     assert transfer_settings(AUTO, 8_551) == TransferSettings(16)
     assert transfer_settings(4, 8_551) == TransferSettings(4)
     assert transfer_settings("0", 10) == TransferSettings(0)
@@ -241,4 +243,10 @@ def test_cli_augment_takes_auto_or_a_count(tmp_path, tiny_teacher_dir, capsys, m
                                  "--tasks", "MRPC", "--system", "kd", "--augment", "many",
                                  "--out", tmp_path / "out", "--teacher", tiny_teacher_dir)
     assert_one_line_error(code, err, "--augment")
-    assert EvalConfig(out=tmp_path, augment="auto").augment == AUTO
+    # auto is the default of both runners, and needs no +kd system to be valid
+    assert EvalConfig(out=tmp_path).augment == AUTO
+    assert FinetuneConfig(train=tmp_path / "t.tsv", out=tmp_path / "o", systems=["scratch"]).augment == AUTO
+    code, _, err = pipeline_main(capsys, monkeypatch, "glue-eval", "--glue-dir", GLUE_FIXTURES,
+                                 "--tasks", "MRPC", "--system", "scratch", "--augment", "4",
+                                 "--out", tmp_path / "out", "--teacher", tiny_teacher_dir)
+    assert_one_line_error(code, err, "--augment", "+kd")
