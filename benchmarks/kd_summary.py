@@ -121,6 +121,12 @@ def targets(summary: dict) -> list[str]:
             gap = teacher["SST-2"] - cells["SST-2"][0]
             lines.append(f"- {name} within 2.5 of the teacher on SST-2: {'met' if gap <= 2.5 else 'missed'} "
                          f"({cells['SST-2'][0]:.1f} vs {teacher['SST-2']:.1f}, gap {gap:.1f}).")
+    for name, cells in summary.get("augment_study", {}).items():  # student+kd at one rate
+        if "SST-2" in cells and "SST-2" in teacher and name != "N 0":
+            gap = teacher["SST-2"] - cells["SST-2"][0]
+            lines.append(f"- student+kd with the transfer set ({name}, the augment study's one rate) "
+                         f"within 2.5 of the teacher on SST-2: {'met' if gap <= 2.5 else 'missed'} "
+                         f"({cells['SST-2'][0]:.1f} vs {teacher['SST-2']:.1f}, gap {gap:.1f}).")
     return lines
 
 

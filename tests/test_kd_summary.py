@@ -51,6 +51,7 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
                       {task: {"CoLA": [5, 5, 5], "SST-2": [84, 84, 84], "MRPC": [75, 75, 75],
                               "RTE": [58, 58, 58]}[task]})
     write_results(run / "glue" / "CoLA" / "augment-4", "student:S+kd", {"CoLA": [22, 23, 24]})
+    write_results(run / "glue" / "SST-2" / "augment-4", "student:S+kd", {"SST-2": [87, 87, 87]})
     # a transfer-set row whose kd twin is not run yet: open, not missed
     write_results(run / "glue" / "MRPC" / "student-kd-aug16", "student:S+kd", {"MRPC": [83, 83, 83]})
     entry = run / "kd-cache" / "CoLA-abc"
@@ -70,7 +71,7 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert summary["teacher_train_rows"] == summary["full_train_rows"] == FULL
     assert summary["student"]["CoLA"] == [12.0, 2.0]
     assert summary["student+kd"]["SST-2"][0] == 88.0 and summary["kd"]["RTE"][0] == 58.0
-    assert summary["augment_study"] == {"N 4": {"CoLA": [23.0, 1.0]}}
+    assert summary["augment_study"] == {"N 4": {"CoLA": [23.0, 1.0], "SST-2": [87.0, 0.0]}}
     assert summary["kd_cache"][0]["rows"] == 42755
     assert summary["kd_runs"]["CoLA"] == 3 * 4  # student-kd, kd and augment-4 (not the student)
     assert summary["student+kd-aug16"] == {"MRPC": [83.0, 0.0]}
@@ -82,6 +83,8 @@ def test_summary_layout_and_targets(tmp_path, monkeypatch, capsys):
     assert "student+kd above student and kd on CoLA: met" in report
     assert "student+kd above student and kd on RTE: missed" in report
     assert "student+kd within 2.5 of the teacher on SST-2: met" in report
+    assert ("student+kd with the transfer set (N 4, the augment study's one rate) within 2.5 of "
+            "the teacher on SST-2: missed (87.0 vs 90.0, gap 3.0)") in report
     assert ("student+kd-aug16 above student and kd-aug16 on MRPC: open "
             "(83.0 vs student 80.0, kd-aug16 –)") in report
     assert (out / "glue" / "RTE" / "kd" / "results.json").is_file()
