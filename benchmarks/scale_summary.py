@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 from glue_rows import TASKS, glue_rows, glue_table  # noqa: E402
 from stage_times import STAGES_FILE, stage_seconds  # noqa: E402
 
+from cache_tools.format import MANIFEST_NAME  # noqa: E402
+from cache_tools.manifest import pass_cost, read_manifest  # noqa: E402
 from student.directory import SUMMARY_NAME  # noqa: E402
 
 EXTRAPOLATED = "train_cpu_extrapolated_from_steps"  # marks a point whose training CPU is partly inferred
@@ -52,17 +54,15 @@ def encode_costs(run: Path, stages: dict[str, float]) -> list[tuple[int, float]]
     RUN/shards, then the directories it was extended by (RUN/shards-*)."""
     costs = []
     for directory in [run / "shards", *sorted(run.glob("shards-*"))]:
-        path = directory / "manifest.json"
-        if not path.is_file():
+        if not (directory / MANIFEST_NAME).is_file():
             continue
-        manifest = json.loads(path.read_text())
-        timed = [s for s in manifest["shards"] if s.get("cpu_seconds") is not None]
+        manifest = read_manifest(directory)
+        timed = pass_cost(manifest.shards)
         step = "encode" if directory.name == "shards" else f"encode-{directory.name}"
         cpu = stages.get(step, 0.0)
-        if timed:  # per row of the timed shards (some may predate the timings): every shard
-            cpu = (sum(s["cpu_seconds"] for s in timed) * manifest["num_rows"]
-                   / sum(s["num_rows"] for s in timed))
-        costs.append((manifest["num_rows"], cpu))
+        if timed.timed:  # per row of the timed shards (some may predate the timings): every shard
+            cpu = timed.cpu_seconds * manifest.num_rows / timed.rows
+        costs.append((manifest.num_rows, cpu))
     return costs
 
 

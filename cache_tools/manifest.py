@@ -37,6 +37,23 @@ class ShardInfo:
     cpu_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class PassCost:
+    """What the timed shards of a directory cost to make, summed over their receipts: the whole
+    pass however many runs or ranks made it (shards written before timings existed are left out)."""
+
+    timed: int  # shards with timings
+    rows: int  # their rows
+    seconds: float  # wall, summed over the processes
+    cpu_seconds: float
+
+
+def pass_cost(shards: list[ShardInfo]) -> PassCost:
+    timed = [s for s in shards if s.seconds is not None and s.cpu_seconds is not None]
+    return PassCost(len(timed), sum(s.num_rows for s in timed), sum(s.seconds for s in timed),
+                    sum(s.cpu_seconds for s in timed))
+
+
 SENTENCE_VECTORS = "sentence_vectors"  # stage one: a corpus's sentence vectors
 # the shard-format kd cache glue-eval wrote before cache_tools.logit_cache: still read and verified
 TASK_LOGITS = "task_logits"

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cache_tools.format import DTYPES, FORMATS
-from cache_tools.manifest import ShardInfo, read_manifest
+from cache_tools.manifest import ShardInfo, pass_cost, read_manifest
 from core.teacher import POOLINGS
 from core.teacher_onnx import BACKENDS
 from data.corpus import CorpusConfig
@@ -134,13 +134,12 @@ def shards_info(directory: Path) -> None:
 
 
 def _teacher_pass_cost(shards: list[ShardInfo]) -> str:
-    """The teacher pass's cost summed over the shards' receipts: the whole pass, however many
-    runs (resumed, or ranks side by side) it took; set-up (the plan, the token table) is not in it."""
-    timed = [s for s in shards if s.cpu_seconds is not None and s.seconds is not None]
-    if not timed:
+    """The teacher pass's cost from the shards' receipts (set-up, the plan and the token table,
+    is not in it)."""
+    cost = pass_cost(shards)
+    if not cost.timed:
         return "cost        not recorded (shards written before their timings were)"
-    cpu, wall = sum(s.cpu_seconds for s in timed), sum(s.seconds for s in timed)
-    rows = sum(s.num_rows for s in timed)
-    return (f"cost        teacher pass {cpu / 3600:.2f} CPU-h ({rows / max(cpu, 1e-9):.1f} sentences "
-            f"per CPU second), {wall / 3600:.2f} h summed over ranks; "
-            f"{len(timed)} of {len(shards)} shards timed")
+    return (f"cost        teacher pass {cost.cpu_seconds / 3600:.2f} CPU-h "
+            f"({cost.rows / max(cost.cpu_seconds, 1e-9):.1f} sentences per CPU second), "
+            f"{cost.seconds / 3600:.2f} h summed over ranks; "
+            f"{cost.timed} of {len(shards)} shards timed")

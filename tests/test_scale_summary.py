@@ -4,11 +4,13 @@ shard directory, timed by the shards' receipts or by the study's stage record.""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from cache_tools.manifest import CorpusRecord, Manifest, ShardInfo
+from cache_tools.manifest import write_manifest as write_manifest_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,10 +22,17 @@ spec.loader.exec_module(scale_summary)
 def write_manifest(directory: Path, shards: list[tuple[int, float | None]]) -> None:
     """A manifest with shards of (rows, cpu_seconds or None: written before timings existed)."""
     directory.mkdir(parents=True)
-    entries = [{"num_rows": rows, **({"cpu_seconds": cpu} if cpu is not None else {})}
-               for rows, cpu in shards]
-    (directory / "manifest.json").write_text(json.dumps({
-        "num_rows": sum(rows for rows, _ in shards), "shards": entries}))
+    infos, first = [], 0
+    for index, (rows, cpu) in enumerate(shards):
+        infos.append(ShardInfo(name=f"train-{index:05d}", index=index, num_rows=rows, first_id=first,
+                               num_bytes=0, sha256="", seconds=None if cpu is None else cpu,
+                               cpu_seconds=cpu))
+        first += rows
+    write_manifest_file(directory, Manifest(
+        teacher="t", teacher_fingerprint="", tokenizer_fingerprint="", pooling="mean", layer=-1,
+        normalize=True, dim=4, dtype="float16", max_length=8, format="arrow",
+        corpus=CorpusRecord(), corpus_fingerprint="", settings_fingerprint="", shards=infos,
+        num_rows=first, num_tokens=0, num_bytes=0, command=""))
 
 
 def test_a_grown_corpus_costs_each_directory_at_its_own_rate(tmp_path):
