@@ -1,16 +1,18 @@
 """Teacher encoding throughput: `pipeline encode`'s encoder, on each backend, against
 SentenceTransformer.encode.
 
-Same real sentences (3,000 by default), same teacher, same batch size, fp32, CPU, one process,
-one run; SentenceTransformer.encode, our Teacher on torch and our Teacher on onnx are interleaved
-over repetitions so that machine noise hits them alike. Prints, for each, sentences per second and
-per CPU second of this process (best of the repetitions; the second is what other jobs on a busy
-machine leave alone), the ratios to SentenceTransformer.encode, useful GFLOP per CPU second (a
-matmul measured in this run for scale) and the min and mean cosine of our vectors to its fp32
+Same real sentences (3,000 by default), same teacher, same batch size, CPU, one process, one run;
+SentenceTransformer.encode (fp32), our Teacher on torch and on onnx (fp32 both) and, with
+``--bf16``, our Teacher on torch in bf16 (`encode --teacher-precision bf16`: other vectors, a space
+of its own) are interleaved over repetitions so that machine noise hits them alike. Prints, for
+each, sentences per second and per CPU second of this process (best of the repetitions; the
+second is what other jobs on a busy machine leave alone), the ratios to
+SentenceTransformer.encode, useful GFLOP per CPU second (a matmul measured in this run for scale)
+and the min and mean cosine of our vectors to its fp32
 ones; ``--json PATH`` writes the same figures.
 
     python benchmarks/encode_throughput.py [--teacher DIR] [--sentences 3000] [--batch-size 32]
-        [--max-tokens N] [--threads 1] [--repeats 3] [--json PATH]
+        [--max-tokens N] [--threads 1] [--repeats 3] [--bf16] [--json PATH]
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from data.corpus import CorpusConfig, CorpusReader  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "data" / "corpus" / "wikitext-2-raw" / "wiki.valid.raw"
 ST = "SentenceTransformer"
-OURS = ("torch", "onnx")  # our Teacher's backends
+OURS = {"torch": ("torch", "fp32"), "onnx": ("onnx", "fp32"), "bf16": ("torch", "bf16")}  # backend, precision
 LABELS = {"st": "SentenceTransformer.encode", "torch": "Teacher, backend torch",
-          "onnx": "Teacher, backend onnx"}
+          "onnx": "Teacher, backend onnx", "bf16": "Teacher, torch bf16"}
 
 
 def matmul_flops(hidden: int, intermediate: int, seconds: float = 2.0) -> float:
@@ -84,6 +86,8 @@ def print_table(figures: dict) -> None:
     print(f"{'best of ' + str(figures['repeats']):28s} {'sent/s':>8s} {'x ST':>6s} {'sent/CPU s':>11s} "
           f"{'x ST':>6s} {'GFLOP/CPU s':>12s}  cosine to ST: min, mean")
     for key, label in LABELS.items():
+        if key + "_sent_s" not in figures:
+            continue
         cosine = (f"{figures[key + '_min_cosine']:.7f}, {figures[key + '_mean_cosine']:.7f}"
                   if key != "st" else "")
         print(f"{label:28s} {figures[key + '_sent_s']:8.1f} {figures[key + '_vs_st']:6.2f} "
@@ -104,6 +108,8 @@ def parse_args() -> argparse.Namespace:
                         help="torch and onnxruntime threads [default: torch's, all cores]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--corpus", default=str(CORPUS))
+    parser.add_argument("--bf16", action="store_true",
+                        help="also our Teacher in bf16 (fast on CPUs with bf16 instructions)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args()
 
@@ -137,7 +143,8 @@ def main() -> None:
     texts = list(CorpusReader(CorpusConfig(sources=[args.corpus], limit=args.sentences)))
     model = args.teacher or default_teacher()
     label = Path(args.teacher).name if args.teacher else "all-MiniLM-L6-v2 (bundled)"
-    teachers = {b: Teacher(model, device="cpu", backend=b) for b in OURS}
+    teachers = {name: Teacher(model, device="cpu", backend=backend, precision=precision)
+                for name, (backend, precision) in OURS.items() if args.bf16 or precision == "fp32"}
     st_model = SentenceTransformer(model, device="cpu")
     budget = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
     encoders = {ST: lambda t: st_model.encode(t, batch_size=args.batch_size)}
@@ -148,7 +155,7 @@ def main() -> None:
     print(f"{label}: {len(texts)} sentences, {sum(lengths)} tokens "
           f"(mean {np.mean(lengths):.1f}), batch size "
           f"{args.batch_size}, our max tokens {args.max_tokens or 'default'}, threads "
-          f"{torch.get_num_threads()} (torch default here {default_threads}), fp32 CPU")
+          f"{torch.get_num_threads()} (torch default here {default_threads}), CPU")
 
     wall, cpu, vectors = measure(encoders, texts, args.repeats)
     figures = {"teacher": label, "hidden": config.hidden_size,

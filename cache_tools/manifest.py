@@ -144,6 +144,9 @@ class ExtraRecord:
     # what ran the teacher (torch or onnx: the same vectors); None in a kd-logit cache and in
     # directories written before backends existed
     teacher_backend: str | None = None
+    # a teacher below fp32 (`encode --teacher-precision bf16`): its vectors against the same
+    # teacher's in fp32 on the corpus's first sentences, {"sentences", "min_cosine", "mean_cosine"}
+    precision_check: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -172,6 +175,9 @@ class Manifest:
     num_tokens: int
     num_bytes: int
     command: str
+    # the teacher's arithmetic (core.device.PRECISIONS), part of the vectors' space; absent in
+    # every manifest written before it was recorded, all of which are fp32
+    precision: str = "fp32"
     vocab_size: int = 0
     embedding_dim: int = 0
     tokenizer_dir: str = TOKENIZER_DIR

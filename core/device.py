@@ -22,9 +22,44 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def autocast_context(device: torch.device):
-    """bf16 (or fp16) autocast on CUDA; nothing on CPU, where fp32 is both exact and fastest."""
-    if device.type != "cuda":
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic a model runs in on ``device``: ``"auto"`` is fp32 on the CPU, where it is
+    exact, and bf16 (fp16 where bf16 is unsupported) on CUDA; ``"bf16"`` on the CPU is autocast
+    on oneDNN, fast where the CPU has bf16 instructions (AVX512-BF16, AMX). A UserError for a
+    precision the device cannot run."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise UserError("precision fp16 runs on CUDA only; on the CPU use bf16")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UserError(f"this GPU ({device}) has no bf16; use fp16")
+    return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN's own test; without it bf16 is
+    emulated, slower than fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private test: absent from some builds
+        return False
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast to ``precision`` (a resolved one: fp32, bf16 or fp16) on ``device``."""
+    if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=_HALF[precision])
+
+
+def autocast_context(device: torch.device):
+    """Training and inference at the device's "auto" precision: bf16 (or fp16) autocast on
+    CUDA; nothing on CPU, where fp32 is both exact and fast."""
+    return precision_context(resolve_precision("auto", device), device)

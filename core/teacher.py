@@ -5,7 +5,9 @@ model has one, else the ``pooling``/``layer`` arguments. Nothing here is BERT's 
 tokens, the pad id, token types and the usable positions are read from the tokenizer and model.
 Batches are planned by token budget over length-sorted sentences so that little padding is
 computed. On CPU the transformer runs as an fp32 ONNX graph on onnxruntime when it can
-(``core.teacher_onnx``): the same vectors, faster.
+(``core.teacher_onnx``): the same vectors, faster. A lower precision (bf16, or fp16 on CUDA) is
+part of the teacher's identity: its vectors are not fp32's (:meth:`Teacher.precision_fidelity`
+measures how far).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from core.batching import pad_ids, sorted_batches
-from core.device import autocast_context, resolve_device
+from core.device import cpu_has_bf16, precision_context, resolve_device, resolve_precision
 from core.errors import UserError
 from core.teacher_onnx import (
     TOKEN_TYPES,
@@ -73,16 +75,21 @@ class TeacherSpec:
     normalize: bool
     max_length: int
     dim: int
+    precision: str = "fp32"  # the arithmetic of the transformer's pass (core.device.PRECISIONS)
 
     IDENTITY = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize",
                 "max_length")
     # what shards of several directories must share to be trained on together: the vectors'
     # space (max_length only truncates the odd long sentence)
-    SPACE = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize", "dim")
+    SPACE = ("teacher_fingerprint", "tokenizer_fingerprint", "pooling", "layer", "normalize", "dim",
+             "precision")
 
     def identity(self) -> dict:
-        """The fields that decide the vectors (a dict, so it can join a settings fingerprint)."""
-        return {name: getattr(self, name) for name in self.IDENTITY}
+        """The fields that decide the vectors (a dict, so it can join a settings fingerprint).
+        The precision joins them only when it is not fp32: the identities of every fp32 teacher,
+        and the directories, caches and records keyed by them, stay as they were before it."""
+        fields = {name: getattr(self, name) for name in self.IDENTITY}
+        return fields if self.precision == "fp32" else {**fields, "precision": self.precision}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -220,7 +227,10 @@ class Teacher:
     """A frozen Hugging Face encoder with its tokenizer and pooling.
 
     ``backend``: what runs the transformer when encoding. ``"torch"``; ``"onnx"``, an fp32 ONNX
-    graph on onnxruntime (CPU only); ``"auto"``, onnx on CPU when onnxruntime imports, else torch.
+    graph on onnxruntime (CPU only); ``"auto"``, onnx on CPU when onnxruntime imports and the
+    precision is fp32, else torch. ``precision`` (:func:`core.device.resolve_precision`): "auto"
+    is fp32 on the CPU and bf16 (or fp16) autocast on CUDA; "bf16" on the CPU is an explicit
+    choice (faster on CPUs with bf16 instructions, other vectors) and runs on torch.
     The graph is built (or loaded from its cache) at the first encode and checked against the
     torch model there: a mismatch falls back to torch with a warning (``"auto"``) or raises a
     UserError (``"onnx"``). It is a snapshot of the weights: a teacher being fine-tuned encodes
@@ -236,9 +246,14 @@ class Teacher:
         device: str | None = None,
         normalize: bool | None = None,
         backend: str = "auto",
+        precision: str = "auto",
     ):
         self.name = name or default_teacher()
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16():
+            print("warning: this CPU has no bf16 instructions: a bf16 teacher runs slower than fp32 "
+                  "here", file=sys.stderr)
         self.backend = self._choose_backend(backend)
         self._explicit_backend = backend != "auto"
         self._onnx: OnnxEncoder | None = None  # built at the first encode (hashing needs no graph)
@@ -281,8 +296,12 @@ class Teacher:
         if backend == "onnx" and self.device.type != "cpu":
             raise UserError(f"--teacher-backend onnx runs on the CPU, not on {self.device}; "
                             "pass --device cpu or --teacher-backend torch")
+        if backend == "onnx" and self.precision != "fp32":
+            raise UserError(f"--teacher-backend onnx runs an fp32 graph; a {self.precision} teacher "
+                            "runs on torch (pass --teacher-backend torch or auto)")
         if backend == "auto":
-            return "onnx" if self.device.type == "cpu" and onnxruntime_available() else "torch"
+            return ("onnx" if self.device.type == "cpu" and self.precision == "fp32"
+                    and onnxruntime_available() else "torch")
         if backend == "onnx" and not onnxruntime_available():
             raise UserError("--teacher-backend onnx needs onnxruntime (pip install onnxruntime)")
         return backend
@@ -315,6 +334,7 @@ class Teacher:
             normalize=self.normalize,
             max_length=self.max_length,
             dim=self.dim,
+            precision=self.precision,
         )
 
     def input_embeddings(self) -> np.ndarray:
@@ -379,10 +399,19 @@ class Teacher:
                         normalize).cpu().numpy()
 
     @torch.inference_mode()
-    def _torch_hidden(self, input_ids: np.ndarray, mask: np.ndarray) -> torch.Tensor:
-        with autocast_context(self.device):
+    def _torch_hidden(self, input_ids: np.ndarray, mask: np.ndarray,
+                      precision: str | None = None) -> torch.Tensor:
+        with precision_context(precision or self.precision, self.device):
             return self._hidden_states(torch.from_numpy(input_ids).to(self.device),
                                        torch.from_numpy(mask).to(self.device))
+
+    @torch.inference_mode()
+    def _torch_vectors(self, input_ids: np.ndarray, mask: np.ndarray,
+                       precision: str | None = None) -> torch.Tensor:
+        """Unit-length pooled vectors (B, D) on the CPU from the torch model at ``precision``
+        (default: the teacher's): what the other backend and precisions are checked against."""
+        hidden = self._torch_hidden(input_ids, mask, precision).float().cpu()
+        return pool(hidden, torch.from_numpy(mask), self.pooling, normalize=True)
 
     def _onnx_encoder(self) -> OnnxEncoder | None:
         """The ONNX backend's encoder, built on first use; None on the torch backend, which is
@@ -413,11 +442,24 @@ class Teacher:
         with torch.inference_mode():
             ours = pool(torch.from_numpy(encoder.run(input_ids, mask)), torch.from_numpy(mask),
                         self.pooling, normalize=True)
-            torch_vectors = pool(self._torch_hidden(input_ids, mask).float().cpu(), torch.from_numpy(mask),
-                                 self.pooling, normalize=True)
-        cosine = float((ours * torch_vectors).sum(-1).min())
+        cosine = float((ours * self._torch_vectors(input_ids, mask)).sum(-1).min())
         if not cosine >= MIN_COSINE:  # also NaN
             raise OnnxUnusable(f"its vectors differ from the torch model's: min cosine {cosine:.6f}")
+
+    def precision_fidelity(self, texts: Sequence[str], batch_size: int = 64) -> dict:
+        """How close this teacher's vectors are to the same teacher's in fp32 on ``texts``:
+        ``{"sentences", "min_cosine", "mean_cosine"}`` (1.0 at fp32 itself). Both passes run on
+        torch over the same batches, so only the arithmetic differs."""
+        token_ids = self.tokenize(texts) if len(texts) else []
+        cosines = [np.ones(0, dtype=np.float32)]
+        for batch in sorted_batches([len(t) for t in token_ids], batch_size,
+                                    max_tokens=self.default_max_tokens()):
+            input_ids, mask = self._pad([token_ids[i] for i in batch])
+            ours, exact = (self._torch_vectors(input_ids, mask, p) for p in (self.precision, "fp32"))
+            cosines.append((ours * exact).sum(-1).numpy())
+        values = np.concatenate(cosines)
+        return {"sentences": len(values), "min_cosine": float(values.min(initial=1.0)),
+                "mean_cosine": float(values.mean()) if len(values) else 1.0}
 
     def encode(
         self, texts: Sequence[str], batch_size: int = 64, max_tokens: int | None = None

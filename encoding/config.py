@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cache_tools.format import DTYPES, FORMATS
 from cache_tools.manifest import Manifest
+from core.device import PRECISIONS
 from core.errors import UserError
 from core.teacher import LAST_LAYER
 from core.teacher_onnx import check_backend
@@ -34,6 +35,9 @@ class EncodeConfig:
     device: str = "auto"
     # what runs the teacher: "auto" = onnx on CPU (same vectors, faster), torch on CUDA
     teacher_backend: str = "auto"
+    # the teacher's arithmetic: "auto" = fp32 on CPU, bf16 (or fp16) on CUDA; "bf16" on CPU is
+    # faster where the CPU has bf16 instructions, and its vectors are a space of their own
+    teacher_precision: str = "auto"
     overwrite: bool = False
     progress: bool = True
     command: str = ""
@@ -55,6 +59,9 @@ class EncodeConfig:
         if self.augment < 0:
             raise UserError(f"--augment must be 0 or more, got {self.augment}")
         check_backend(self.teacher_backend)
+        if self.teacher_precision not in PRECISIONS:
+            raise UserError(f"--teacher-precision must be one of {', '.join(PRECISIONS)}, "
+                            f"got {self.teacher_precision!r}")
         for name in ("shard_size", "batch_size", "max_tokens", "ood_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -10,6 +10,7 @@ import click
 
 from cache_tools.format import DTYPES, FORMATS
 from cache_tools.manifest import ShardInfo, pass_cost, read_manifest
+from core.device import PRECISIONS
 from core.teacher import POOLINGS
 from core.teacher_onnx import BACKENDS
 from data.corpus import CorpusConfig
@@ -67,6 +68,13 @@ from pipeline.options import default, device_option, progress_option
               help="What runs the teacher: onnx (an fp32 ONNX graph on onnxruntime, CPU only: the same "
                    "vectors, faster; exported once per teacher into $SRA_CACHE, default "
                    "~/.cache/sra-distill), torch, or auto: onnx on CPU, torch on CUDA.")
+@click.option("--teacher-precision", type=click.Choice(PRECISIONS),
+              default=default(EncodeConfig, "teacher_precision"), show_default=True,
+              help="The teacher's arithmetic. auto: fp32 on CPU, bf16 (fp16 where unsupported) on CUDA. "
+                   "bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX) runs on torch, about 1.35x "
+                   "the fp32 ONNX pass; its vectors are not fp32's (the manifest records their min "
+                   "cosine to fp32 on the corpus's first 1,000 sentences), so they are a space of "
+                   "their own: train only with shards of the same precision.")
 @click.option("--overwrite", is_flag=True, help="Replace shards written with other settings.")
 @click.option("--ood-corpus", "ood", multiple=True,
               help="Out-of-domain sentences (e.g. GLUE dev files), read like --corpus and encoded into "
@@ -82,7 +90,7 @@ from pipeline.options import default, device_option, progress_option
 @click.option("--quiet", is_flag=True, help="No progress bar (the same as --no-progress).")
 def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_length, text_column,
            min_words, max_words, limit, fmt, shard_size, dtype, batch_size, max_tokens, device,
-           teacher_backend, overwrite, ood,
+           teacher_backend, teacher_precision, overwrite, ood,
            ood_text_column, ood_limit, augment, progress, quiet):
     """Encode a corpus with the teacher into sharded sentence vectors (resumable)."""
     config = EncodeConfig(
@@ -92,7 +100,8 @@ def encode(corpus, exclude, mix_sources, out, teacher, pooling, layer, max_lengt
                             mix_sources=mix_sources),
         teacher=teacher, pooling=pooling, layer=layer, max_length=max_length, format=fmt,
         shard_size=shard_size, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
-        device=device, teacher_backend=teacher_backend, overwrite=overwrite, progress=progress and not quiet,
+        device=device, teacher_backend=teacher_backend, teacher_precision=teacher_precision,
+        overwrite=overwrite, progress=progress and not quiet,
         ood=list(ood), ood_text_column=ood_text_column, ood_limit=ood_limit, augment=augment,
         command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
@@ -112,7 +121,8 @@ def shards_info(directory: Path) -> None:
         f"teacher     {m.teacher} (weights sha256 {m.teacher_fingerprint[:12]})",
         f"pooling     {m.pooling}, layer {m.layer}, normalize {m.normalize}, max_length "
         f"{m.max_length}",
-        f"backend     {m.extra.teacher_backend or 'torch (written before backends existed)'}",
+        f"backend     {m.extra.teacher_backend or 'torch (written before backends existed)'}, "
+        f"{m.precision}{_precision_check(m.extra.precision_check)}",
         f"vectors     {m.num_rows} x {m.dim} {m.dtype}, {m.num_tokens} tokens",
         f"shards      {len(m.shards)} x {m.format}, {m.num_bytes / 1e6:.1f} MB",
         f"corpus      {', '.join(s.source for s in m.corpus.sources)}",
@@ -131,6 +141,14 @@ def shards_info(directory: Path) -> None:
         f"command     {m.command}",
     ]
     click.echo("\n".join(lines))
+
+
+def _precision_check(check: dict | None) -> str:
+    """``extra.precision_check`` as shards-info prints it after the precision."""
+    if not check:
+        return ""
+    return (f" (against fp32 on {check['sentences']} sentences: min cosine "
+            f"{check['min_cosine']:.6f}, mean {check['mean_cosine']:.6f})")
 
 
 def _teacher_pass_cost(shards: list[ShardInfo]) -> str:

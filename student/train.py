@@ -396,6 +396,7 @@ class Trainer:
             "best_val_cosine": self.best_cosine if self.best_step is not None else None,
             "teacher": self.corpus.manifest.teacher,
             "teacher_fingerprint": self.corpus.manifest.teacher_fingerprint,
+            "teacher_precision": self.corpus.manifest.precision,
             "train_rows": int(len(self.split.train)),
             "validation_rows": int(len(self.split.validation)),
             # this process's peak resident memory (Linux reports KiB): flat in corpus size?

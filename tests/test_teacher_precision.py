@@ -1,0 +1,103 @@
+"""A teacher below fp32 (`encode --teacher-precision bf16`): an explicit choice, measured against
+the same teacher in fp32, written in the manifest and part of the vectors' space; fp32 teachers,
+and everything keyed by their identity, are as they were before precisions existed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cache_tools.format import MANIFEST_NAME
+from cache_tools.manifest import read_manifest
+from core.device import precision_context, resolve_precision
+from core.errors import UserError
+from core.teacher import Teacher, TeacherSpec
+from encoding.config import EncodeConfig
+from pipeline.cli import cli
+from tests.helpers import assert_one_line_error, pipeline_main
+
+CPU = torch.device("cpu")
+
+
+def test_precision_resolves_per_device():
+    assert resolve_precision("auto", CPU) == "fp32"  # exact, and the ONNX graph's
+    assert resolve_precision("bf16", CPU) == "bf16"
+    with pytest.raises(UserError, match="fp16 runs on CUDA only"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(UserError, match="precision must be one of"):
+        resolve_precision("fp8", CPU)
+    with pytest.raises(UserError, match="--teacher-precision must be one of"):
+        EncodeConfig(out="x", teacher_precision="half")
+    with precision_context("bf16", CPU):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_a_bf16_teacher_is_a_teacher_of_its_own(tiny_teacher_dir):
+    fp32 = Teacher(str(tiny_teacher_dir), device="cpu")
+    bf16 = Teacher(str(tiny_teacher_dir), device="cpu", precision="bf16")
+    assert fp32.spec.precision == "fp32" and bf16.spec.precision == "bf16"
+    # fp32's identity has the fields it had before precisions existed: old directories resume
+    assert set(fp32.spec.identity()) == set(TeacherSpec.IDENTITY)
+    assert bf16.spec.identity() == {**fp32.spec.identity(), "precision": "bf16"}
+    assert "precision" in TeacherSpec.SPACE
+    assert bf16.backend == "torch"  # the ONNX graph is fp32
+    with pytest.raises(UserError, match="runs an fp32 graph"):
+        Teacher(str(tiny_teacher_dir), device="cpu", backend="onnx", precision="bf16")
+
+
+def test_fidelity_measures_the_arithmetic_alone(tiny_teacher_dir, tiny_sentences):
+    texts = tiny_sentences[:40]
+    bf16 = Teacher(str(tiny_teacher_dir), device="cpu", precision="bf16")
+    check = bf16.precision_fidelity(texts, batch_size=16)
+    assert check["sentences"] == 40
+    assert 0.999 < check["min_cosine"] <= check["mean_cosine"] <= 1.0 + 1e-6
+    vectors = bf16.encode(texts, batch_size=16)
+    exact = Teacher(str(tiny_teacher_dir), device="cpu", backend="torch").encode(texts, batch_size=16)
+    assert np.abs(vectors - exact).max() > 1e-6  # the arithmetic changed: other vectors
+    cosines = (vectors * exact).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosines.min() == pytest.approx(check["min_cosine"], abs=1e-6)
+    same = Teacher(str(tiny_teacher_dir), device="cpu").precision_fidelity(texts)
+    assert same["min_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert bf16.precision_fidelity([]) == {"sentences": 0, "min_cosine": 1.0, "mean_cosine": 1.0}
+
+
+def test_bf16_shards_record_their_precision_and_train_alone(tmp_path, tiny_corpus_file,
+                                                           tiny_teacher_dir, tiny_shards,
+                                                           capsys, monkeypatch):
+    runner = CliRunner()
+    out = tmp_path / "bf16"
+    common = ["--corpus", str(tiny_corpus_file), "--teacher", str(tiny_teacher_dir), "--quiet",
+              "--limit", "50", "--out", str(out)]
+    result = runner.invoke(cli, ["encode", *common, "--teacher-precision", "bf16"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest.precision == "bf16" and manifest.extra.teacher_backend == "torch"
+    check = manifest.extra.precision_check
+    assert check["sentences"] == 50 and 0.999 < check["min_cosine"] <= 1.0 + 1e-6
+    info = runner.invoke(cli, ["shards-info", str(out)])
+    assert "torch, bf16 (against fp32 on 50 sentences: min cosine" in info.output
+    assert read_manifest(tiny_shards).precision == "fp32"
+    assert "precision_check" not in json.loads((tiny_shards / MANIFEST_NAME).read_text())["extra"]
+    # another precision is another teacher: no resume into this directory, no training together
+    code, _, err = pipeline_main(capsys, monkeypatch, "encode", *common)
+    assert_one_line_error(code, err, "different teacher, corpus or settings")
+    code, _, err = pipeline_main(capsys, monkeypatch, "train-student", "--shards", tiny_shards,
+                                 "--shards", out, "--out", tmp_path / "student", "--max-steps", "1")
+    assert_one_line_error(code, err, "precision: 'bf16' vs 'fp32'")
+    result = runner.invoke(cli, ["train-student", "--shards", str(out), "--out", str(tmp_path / "s"),
+                                 "--max-steps", "2", "--batch-size", "8", "--hidden", "8",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s" / "training_summary.json").read_text())
+    assert summary["teacher_precision"] == "bf16"
+
+
+def test_a_manifest_written_before_precisions_is_fp32(tmp_path, tiny_shards):
+    raw = json.loads((tiny_shards / MANIFEST_NAME).read_text())
+    del raw["precision"]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
+    assert read_manifest(tmp_path).precision == "fp32"
