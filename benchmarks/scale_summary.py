@@ -212,6 +212,9 @@ def main() -> None:
         "glue": glue_rows(args.glue),
         "encode_vs_st": encode.get("onnx_vs_st"),
         "encode_min_cosine": encode.get("onnx_min_cosine"),
+        # `encode --teacher-precision bf16`, when measured: faster, other vectors (not the study's)
+        "encode_bf16_vs_st": encode.get("bf16_vs_st"),
+        "encode_bf16_min_cosine": encode.get("bf16_min_cosine"),
         "students": rows,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
