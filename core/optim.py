@@ -53,14 +53,16 @@ class OptimStep:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, device: torch.device,
-                 parameters: Iterable[torch.Tensor], grad_clip: float):
+                 parameters: Iterable[torch.Tensor], grad_clip: float, loss_scaling: bool | None = None):
         self.optimizer = optimizer
         self.schedule = schedule
         self.peaks = [group["lr"] for group in optimizer.param_groups]
         # clipping takes the norm over these, in this order (the model's: the sum's rounding)
         self.parameters = list(parameters)
         self.grad_clip = grad_clip  # 0: no clipping
-        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_loss_scaling(device))
+        # None: what the device's "auto" precision needs; a caller that chose one says
+        scaling = needs_loss_scaling(device) if loss_scaling is None else loss_scaling
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaling)
 
     def rates(self, step: int) -> list[float]:
         """Every group's learning rate at ``step`` (0-based: the step about to be taken)."""

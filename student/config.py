@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.device import PRECISIONS
 from core.errors import UserError
 from core.io import atomic_write_json, read_json_object
 from student.directory import CONFIG_NAME
@@ -131,6 +132,10 @@ class TrainConfig:
     overwrite: bool = False
     verify: str = "cheap"
     device: str = "auto"
+    # The arithmetic of the training steps: "auto" = fp32 on CPU, bf16 (fp16) autocast on CUDA;
+    # "bf16" on a CPU with bf16 instructions is ~1.35x faster a step (the weights, the optimizer
+    # and the held-out scores stay fp32). Not resumable across a change: the steps differ.
+    precision: str = "auto"
     progress: bool = True
     variant: str | None = None
 
@@ -156,6 +161,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.lr <= 0:
             raise UserError("--lr must be positive")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

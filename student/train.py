@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from core.device import autocast_context, resolve_device
+from core.device import autocast_context, precision_context, resolve_device, resolve_precision
 from core.distributed import DistContext, init_distributed
 from core.errors import UserError
 from core.io import atomic_output, atomic_write_bytes, atomic_write_json, remove_leftovers
@@ -95,6 +95,7 @@ class Trainer:
         embeddings = self.corpus.directories[0].load_embeddings(kind)  # (V, D_emb)
         self.student_config = student_config(config, self.corpus, embeddings)
         self.device = resolve_device(self.ctx.device(config.device))
+        self.precision = resolve_precision(config.precision, self.device)  # of the training steps
         self.loss = SRALoss(config.loss, config.loss_weights)
         self.model = self._build_model(embeddings)
         self.forward_model = self.model  # the module that trains: DDP-wrapped under torchrun
@@ -114,6 +115,7 @@ class Trainer:
             lambda step, peak: warmup_cosine_lr(step, self.total_steps, peak, self.min_lr,
                                                 self.warmup),
             self.device, self.model.parameters(), config.grad_clip,
+            loss_scaling=self.precision == "fp16",
         )
         self.validation = self._validation_batches()
         self.ood = self._ood_batches()
@@ -293,7 +295,7 @@ class Trainer:
 
     def train_step(self, batch: Batch, weight: float = 1.0) -> dict[str, float]:
         """Optimisation step ``self.step`` on ``batch``; its losses (the global batch's means)."""
-        with autocast_context(self.device):
+        with precision_context(self.precision, self.device):
             vectors = self.forward_model(batch.input_ids.to(self.device, non_blocking=True),
                                          batch.lengths)
         loss, parts = self.loss(vectors, batch.targets.to(self.device, non_blocking=True))

@@ -1,6 +1,8 @@
-"""A teacher below fp32 (`encode --teacher-precision bf16`): an explicit choice, measured against
-the same teacher in fp32, written in the manifest and part of the vectors' space; fp32 teachers,
-and everything keyed by their identity, are as they were before precisions existed."""
+"""Precisions below fp32, each an explicit choice. A bf16 teacher (`encode --teacher-precision
+bf16`) is measured against the same teacher in fp32, written in the manifest and part of the
+vectors' space; fp32 teachers, and everything keyed by their identity, are as they were before
+precisions existed. bf16 training steps (`train-student --precision bf16`) keep fp32 weights and
+are a setting a checkpoint resumes only with."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.numpy import load_file
 
 from cache_tools.format import MANIFEST_NAME
 from cache_tools.manifest import read_manifest
@@ -101,3 +104,34 @@ def test_a_manifest_written_before_precisions_is_fp32(tmp_path, tiny_shards):
     del raw["precision"]
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(raw))
     assert read_manifest(tmp_path).precision == "fp32"
+
+
+def _train(capsys, monkeypatch, shards, out, *extra):
+    return pipeline_main(capsys, monkeypatch, "train-student", "--shards", shards, "--out", out,
+                         "--batch-size", "8", "--hidden", "8", "--no-progress", "--eval-every", "2",
+                         "--checkpoint-every", "2", *extra)
+
+
+def test_bf16_training_steps_keep_fp32_weights_and_resume_only_in_bf16(tmp_path, tiny_shards,
+                                                                      capsys, monkeypatch):
+    code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "bf16", "--max-steps", "4",
+                          "--precision", "bf16", "--stop-after", "2")
+    assert code == 0, err
+    code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "bf16", "--max-steps", "4",
+                          "--resume")  # precision auto: fp32 here, not what the checkpoint took
+    assert_one_line_error(code, err, "different settings (precision)")
+    code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "bf16", "--max-steps", "4",
+                          "--precision", "bf16", "--resume")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "bf16" / "training_summary.json").read_text())
+    assert summary["train"]["precision"] == "bf16" and summary["steps"] == 4
+    code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "fp32", "--max-steps", "4")
+    assert code == 0, err
+    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("bf16", "fp32")}
+    assert {array.dtype for array in weights["bf16"].values()} == {np.dtype("float32")}
+    lstm = "lstm.weight_hh_l0"
+    assert not np.array_equal(weights["bf16"][lstm], weights["fp32"][lstm])  # other arithmetic
+    assert np.abs(weights["bf16"][lstm] - weights["fp32"][lstm]).max() < 1e-2  # the same steps
+    code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "fp16", "--max-steps", "1",
+                          "--precision", "fp16")
+    assert_one_line_error(code, err, "fp16 runs on CUDA only")
