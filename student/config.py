@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.device import PRECISIONS
 from core.errors import UserError
 from core.io import atomic_write_json, read_json_object
 from student.directory import CONFIG_NAME
@@ -161,6 +160,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if self.lr <= 0:
             raise UserError("--lr must be positive")
+        from core.device import PRECISIONS  # here: importing this module must not load torch
+
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
