@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 
@@ -40,6 +41,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise UserError("precision fp16 runs on CUDA only; on the CPU use bf16")
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UserError(f"this GPU ({device}) has no bf16; use fp16")
+    if precision == "bf16" and not cuda and not cpu_has_bf16():
+        print("warning: this CPU has no bf16 instructions: bf16 runs slower than fp32 here",
+              file=sys.stderr)
     return precision
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from core.batching import pad_ids, sorted_batches
-from core.device import cpu_has_bf16, precision_context, resolve_device, resolve_precision
+from core.device import precision_context, resolve_device, resolve_precision
 from core.errors import UserError
 from core.teacher_onnx import (
     TOKEN_TYPES,
@@ -251,9 +251,6 @@ class Teacher:
         self.name = name or default_teacher()
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16():
-            print("warning: this CPU has no bf16 instructions: a bf16 teacher runs slower than fp32 "
-                  "here", file=sys.stderr)
         self.backend = self._choose_backend(backend)
         self._explicit_backend = backend != "auto"
         self._onnx: OnnxEncoder | None = None  # built at the first encode (hashing needs no graph)
