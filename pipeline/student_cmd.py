@@ -87,7 +87,7 @@ def _weights(ctx, param, value: str | None) -> list[float] | None:
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_default("precision"),
               help="Arithmetic of the training steps. auto: fp32 on CPU, bf16 (fp16 where "
                    "unsupported) on CUDA; bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX) "
-                   "makes a step about 1.35x faster, the weights and held-out scores staying fp32.")
+                   "makes a step about 1.5x faster, the weights and held-out scores staying fp32.")
 @device_option(TrainConfig)
 @progress_option(TrainConfig)
 @click.pass_context

@@ -132,8 +132,9 @@ class TrainConfig:
     verify: str = "cheap"
     device: str = "auto"
     # The arithmetic of the training steps: "auto" = fp32 on CPU, bf16 (fp16) autocast on CUDA;
-    # "bf16" on a CPU with bf16 instructions is ~1.35x faster a step (the weights, the optimizer
-    # and the held-out scores stay fp32). Not resumable across a change: the steps differ.
+    # "bf16" on a CPU with bf16 instructions is ~1.5x faster a step (the weights, the optimizer
+    # and the held-out scores stay fp32; benchmarks/train_precision.py). Not resumable across a
+    # change: the steps differ.
     precision: str = "auto"
     progress: bool = True
     variant: str | None = None
