@@ -21,10 +21,10 @@ import torch
 from core.progress import log as _log
 from data.augment import TransferSettings, transfer_passes
 from data.glue import GlueSplit, TaskData
-from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
+from evaluation.finetune import FinetuneResult, FreshModels, GridCheckpoint, encode_split, finetune_grid
 from evaluation.finetuned_teacher import TEACHER_SEED, seed0_teacher
 from evaluation.heads import TaskModel
-from evaluation.report import append_jsonl
+from evaluation.report import append_jsonl, restart_log
 from evaluation.settings import Recipe
 from evaluation.systems import Builder, SystemSpec
 
@@ -85,10 +85,12 @@ class RunRecord:
 
 def fit(spec: SystemSpec, rows: TrainingData, seed: int, recipe: Recipe, builder: Builder,
         device: torch.device, log_path: Path | None = None,
-        rate: tuple[float, float | None] | None = None) -> Fitted:
+        rate: tuple[float, float | None] | None = None,
+        checkpoint: GridCheckpoint | None = None) -> Fitted:
     """One system, one task, one seed over its learning-rate grid, the dev-best rate kept. The
-    seed-0 teacher is ``seed0_teacher``'s (cached, shared with ``+kd``). ``log_path`` gets the
-    epochs; ``rate`` = (lr, encoder_lr) trains at that one point instead of the grid."""
+    seed-0 teacher is ``seed0_teacher``'s (cached, shared with ``+kd``, its grid resumable of its
+    own). ``log_path`` gets the epochs; ``rate`` = (lr, encoder_lr) trains at that one point
+    instead of the grid; ``checkpoint`` keeps the finished grid points for a resume."""
     if spec.kind == "teacher" and seed == TEACHER_SEED:
         return Fitted(*seed0_teacher(builder, recipe, rows.data, rows.train, device, _log))
     teacher = spec.kind == "teacher"
@@ -98,7 +100,7 @@ def fit(spec: SystemSpec, rows: TrainingData, seed: int, recipe: Recipe, builder
     encoded_train.targets, encoded_train.gold = rows.targets, rows.gold
     dev = {suffix: encode_split(build.first.backbone, split) for suffix, split in rows.data.dev.items()}
     if log_path is not None:
-        log_path.unlink(missing_ok=True)
+        restart_log(log_path, checkpoint.load()[0] if checkpoint else [])
     lr_grid, encoder_grid = recipe.grid.points(teacher)
     if rate is not None:
         lr_grid, encoder_grid = [rate[0]], None if rate[1] is None else [rate[1]]
@@ -106,7 +108,8 @@ def fit(spec: SystemSpec, rows: TrainingData, seed: int, recipe: Recipe, builder
     if rows.transfer is not None and rows.gold is not None:  # --epochs: passes over the rows
         settings.epochs = transfer_passes(settings.epochs, int(rows.gold.sum()), len(rows.train))
     grid = finetune_grid(build, task, encoded_train, dev, settings,
-                         lr_grid, device, encoder_grid, log=_epoch_log(log_path))
+                         lr_grid, device, encoder_grid, log=_epoch_log(log_path),
+                         checkpoint=checkpoint)
     return Fitted(grid.model, grid.result, grid.rates())
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from torch import nn
 
 from core.batching import batches, pad_batch, sorted_batches
 from core.device import autocast_context
+from core.io import atomic_output, atomic_write_json
 from core.optim import OptimStep, warmup_linear_lr
 from data.glue import GlueSplit, GlueTask
 from evaluation.backbones import Backbone
@@ -167,6 +171,50 @@ class FreshModels:
         return self.build_model()
 
 
+@dataclass(frozen=True)
+class GridCheckpoint:
+    """Where a grid's finished points are kept, so that a run stopped between two points resumes
+    after the last finished one instead of from its first: ``points.json`` (the run's ``key``,
+    every finished point and the best one's result) and ``best.pt`` (the best point's weights),
+    each replaced atomically, the weights first. Points are independent (each builds a fresh
+    model and trains with the same seed), so a resumed grid ends as an uninterrupted one. A
+    directory holding another key is ignored and overwritten."""
+
+    directory: Path
+    key: str
+
+    POINTS, WEIGHTS = "points.json", "best.pt"
+
+    def load(self) -> tuple[list[GridPoint], int | None, FinetuneResult | None]:
+        """The finished points, the index of the best of them and its result ([] and None when
+        nothing of this run is kept)."""
+        try:
+            saved = json.loads((self.directory / self.POINTS).read_text())
+        except (OSError, ValueError):
+            return [], None, None
+        if not isinstance(saved, dict) or saved.get("key") != self.key or not saved.get("points"):
+            return [], None, None
+        return ([GridPoint(**point) for point in saved["points"]], saved["best"],
+                FinetuneResult(**saved["result"]))
+
+    def save(self, points: list[GridPoint], best: int, result: FinetuneResult,
+             model: TaskModel | None) -> None:
+        """After each point: ``model`` is the new best point's (None: the best is unchanged)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            with atomic_output(self.directory / self.WEIGHTS) as tmp:
+                torch.save(model.state_dict(), tmp)
+        atomic_write_json(self.directory / self.POINTS,
+                          {"key": self.key, "points": [dataclasses.asdict(p) for p in points],
+                           "best": best, "result": dataclasses.asdict(result)})
+
+    def best_weights(self) -> dict:
+        return torch.load(self.directory / self.WEIGHTS, map_location="cpu", weights_only=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def finetune_grid(
     build_model: Callable[[], TaskModel],
     task: GlueTask,
@@ -177,6 +225,7 @@ def finetune_grid(
     device: torch.device,
     encoder_rates: Sequence[float | None] | None = None,
     log: Callable[[dict], None] = lambda record: None,
+    checkpoint: GridCheckpoint | None = None,
 ) -> GridResult:
     """Fine-tune one fresh model per learning-rate setting; keep the one best on dev.
 
@@ -188,24 +237,37 @@ def finetune_grid(
     their rate only. Selection uses the dev score of each point's best epoch
     (:func:`finetune`); a tie goes to the earlier point. Test data plays no part. ``log`` gets
     every epoch record with ``lr`` and ``encoder_lr`` added. Only the best model is kept in
-    memory.
+    memory. With a ``checkpoint``, the points it kept are not trained again (see
+    :class:`GridCheckpoint`); the caller clears it once the run's result is safe.
     """
     if not rates:
         raise ValueError("finetune_grid needs at least one learning rate")
     encoder_grid = list(encoder_rates) if encoder_rates else [settings.encoder_lr]
-    best: GridResult | None = None
-    points: list[GridPoint] = []
-    for lr, encoder_lr in itertools.product(rates, encoder_grid):
-        point_settings = dataclasses.replace(settings, lr=float(lr), encoder_lr=encoder_lr)
+    grid = [(float(lr), encoder_lr) for lr, encoder_lr in itertools.product(rates, encoder_grid)]
+    points, best_index, best_result = checkpoint.load() if checkpoint else ([], None, None)
+    if [(p.lr, p.encoder_lr) for p in points] != grid[: len(points)]:
+        points, best_index, best_result = [], None, None  # not this grid: start afresh
+    best: GridResult | None = None  # the best point trained by this call, model in memory
+    for lr, encoder_lr in grid[len(points):]:
+        point_settings = dataclasses.replace(settings, lr=lr, encoder_lr=encoder_lr)
         model = build_model()
         result = finetune(model, task, train, dev, point_settings, device,
                           log=lambda record, lr=lr, encoder_lr=encoder_lr:
                           log({"lr": lr, "encoder_lr": encoder_lr, **record}))
         seconds = round(sum(record["seconds"] for record in result.history), 2)
-        points.append(GridPoint(float(lr), encoder_lr, result.score, result.best_epoch, seconds))
-        if best is None or result.score > best.result.score:
-            best = GridResult(model, result, float(lr), encoder_lr, points)
+        points.append(GridPoint(lr, encoder_lr, result.score, result.best_epoch, seconds))
+        improved = best_result is None or result.score > best_result.score  # ties: the earlier
+        if improved:
+            best_index, best_result = len(points) - 1, result
+            best = GridResult(model, result, lr, encoder_lr, points)
+        if checkpoint is not None:
+            checkpoint.save(points, best_index, best_result, model if improved else None)
         del model
+    if best is None:  # the best point was trained before a stop: its weights are on disk
+        model = build_model()
+        model.load_state_dict(checkpoint.best_weights())
+        point = points[best_index]
+        best = GridResult(model, best_result, point.lr, point.encoder_lr, points)
     return best
 
 

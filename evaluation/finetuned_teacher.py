@@ -20,9 +20,9 @@ from core.io import atomic_output, atomic_write_json, fingerprint, read_json_obj
 from core.teacher import Teacher, quiet_transformers, teacher_spec
 from data.glue import GlueSplit, GlueTask, TaskData
 from evaluation.backbones import JOINT, TeacherBackbone
-from evaluation.finetune import FinetuneResult, FreshModels, encode_split, finetune_grid
+from evaluation.finetune import FinetuneResult, FreshModels, GridCheckpoint, encode_split, finetune_grid
 from evaluation.heads import TaskModel, task_head
-from evaluation.report import append_jsonl, run_log_path
+from evaluation.report import append_jsonl, restart_log, run_log_path
 from evaluation.settings import Recipe
 from evaluation.systems import TEACHER, Builder
 
@@ -125,10 +125,17 @@ def seed0_teacher(builder: Builder, recipe: Recipe, data: TaskData, train: GlueS
     tokenizer = build.first.backbone
     dev = {suffix: encode_split(tokenizer, split) for suffix, split in data.dev.items()}
     log_path = run_log_path(builder.cache, TEACHER.slug, task.name, TEACHER_SEED)
-    log_path.unlink(missing_ok=True)
+    # the costliest run of all: its finished grid points survive a stop
+    checkpoint = GridCheckpoint(builder.cache / FINETUNED_DIR / f".{task.name}.partial", key)
+    kept = checkpoint.load()[0]
+    restart_log(log_path, kept)
+    if kept:
+        log(f"{task.name}: {len(kept)} grid point(s) of the teacher kept from an earlier run")
     rates, encoder_rates = recipe.grid.points(teacher=True)
     grid = finetune_grid(build, task, encode_split(tokenizer, train), dev,
                          recipe.settings(teacher=True, seed=TEACHER_SEED), rates, device,
-                         encoder_rates, log=lambda record: append_jsonl(log_path, record))
+                         encoder_rates, log=lambda record: append_jsonl(log_path, record),
+                         checkpoint=checkpoint)
     save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates())
+    checkpoint.clear()
     return grid.model, grid.result, grid.rates()

@@ -256,6 +256,33 @@ def run_record_path(out: Path, system_slug: str, task: str, seed: int) -> Path:
     return out / "records" / system_slug / task / f"seed{seed}.json"
 
 
+def run_partial_path(out: Path, system_slug: str, task: str, seed: int) -> Path:
+    """Where an unfinished run keeps its finished grid points (``finetune.GridCheckpoint``)."""
+    return out / "partial" / system_slug / task / f"seed{seed}"
+
+
+def restart_log(path: Path, kept: list) -> None:
+    """A run's epoch log as it starts: the records of the grid points it kept from before a stop
+    (``kept``: GridPoints), none of the point that was cut short."""
+    if not kept:
+        path.unlink(missing_ok=True)
+        return
+    rates = {(point.lr, point.encoder_lr) for point in kept}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    kept_lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # the torn last line of a killed run
+            continue
+        if (record.get("lr"), record.get("encoder_lr")) in rates:
+            kept_lines.append(json.dumps(record) + "\n")
+    atomic_write_bytes(path, "".join(kept_lines).encode())
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:

@@ -41,7 +41,7 @@ from data.glue import TASKS, GlueSplit, TaskData, available_tasks, check_task_fi
 from data.pos import get_tagger
 from evaluation.config import EvalConfig
 from evaluation.engine import RunRecord, TrainingData, best_rate, fit, training_subset
-from evaluation.finetune import encode_split, predict
+from evaluation.finetune import GridCheckpoint, encode_split, predict
 from evaluation.finetuned_teacher import pairs_identity, split_fingerprint
 from evaluation.kd import LogitJob, given_kd_teacher, seed0_kd_teacher, transfer_data
 from evaluation.report import (
@@ -49,6 +49,7 @@ from evaluation.report import (
     RESULTS_NAME,
     append_jsonl,
     run_log_path,
+    run_partial_path,
     run_record_path,
     summarize,
     write_results,
@@ -288,9 +289,13 @@ def run_one(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConfig,
         _log(f"{task.name} {spec.label} seed {seed}: dev score {kept['score']:.2f} "
              f"(kept from {record_path})")
         return kept
+    # The finished grid points of a run stopped part way: kept for --resume, else started afresh.
+    checkpoint = GridCheckpoint(run_partial_path(config.out, spec.slug, task.name, seed), key)
+    if not config.resume:
+        checkpoint.clear()
     started = time.perf_counter()
     fitted = fit(spec, rows, seed, config.recipe, config.builder, device,
-                 run_log_path(config.out, spec.slug, task.name, seed), rate)
+                 run_log_path(config.out, spec.slug, task.name, seed), rate, checkpoint)
     if config.predict_test:
         folder = config.out / "submissions" / spec.slug / f"seed{seed}"
         for stem, split in rows.data.test.items():
@@ -307,6 +312,7 @@ def run_one(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConfig,
          f"(lr {record['lr']:g}{encoder}, epoch {record['best_epoch']}, {record['seconds']:.0f}s)")
     # last, after its submissions: a record on disk means the whole run is done
     atomic_write_json(record_path, {"fingerprint": key, "record": record})
+    checkpoint.clear()
     return record
 
 

@@ -19,6 +19,7 @@ from cache_tools import logit_cache
 from core.batching import pad_batch
 from core.errors import UserError
 from data.glue import TASKS, GlueSplit, load_task
+from evaluation import finetune as finetune_module
 from evaluation import finetuned_teacher
 from evaluation.backbones import StudentBackbone
 from evaluation.config import EvalConfig
@@ -26,6 +27,7 @@ from evaluation.finetune import (
     Encoded,
     FinetuneResult,
     FreshModels,
+    GridCheckpoint,
     TrainSettings,
     encode_split,
     evaluate,
@@ -41,7 +43,7 @@ from evaluation.finetuned_teacher import (
     seed0_teacher,
 )
 from evaluation.heads import TaskHead, TaskModel
-from evaluation.report import markdown, summarize, write_submission
+from evaluation.report import append_jsonl, markdown, restart_log, summarize, write_submission
 from evaluation.run import kd_training_data, resolve_inputs
 from evaluation.systems import SystemSpec, parse_system
 from evaluation.systems import resolve_systems as resolve_specs
@@ -132,6 +134,63 @@ def test_grid_keeps_the_dev_best_rate_and_records_every_point():
     # the kept model holds the chosen point's best weights
     assert evaluate(grid.model, task, dev, 8, CPU)["acc"] == grid.result.dev_metrics["acc"]
     assert settings.lr == TrainSettings().lr  # the caller's settings are not touched
+
+
+class _Stop(BaseException):  # what a killed process is to the code: nothing catches it
+    pass
+
+
+def test_a_grid_stopped_between_points_resumes_to_the_same_result(tmp_path):
+    """The points finished before a stop are kept (their weights when best) and not trained
+    again; the resumed grid ends with the uninterrupted grid's points, choice and weights."""
+    task = TASKS["SST-2"]
+    train = encode_split(stand_in_model(task).backbone, sentiment_split(64, 0))
+    dev = {"": encode_split(stand_in_model(task).backbone, sentiment_split(32, 1))}
+    settings = TrainSettings(epochs=3, batch_size=8, patience=3, seed=3)
+    rates = [1e-12, 0.05, 1e-11]
+    built = []
+
+    def build():
+        built.append(stand_in_model(task))
+        return built[-1]
+
+    def grid(checkpoint, log=lambda record: None):
+        return finetune_grid(build, task, train, dev, settings, rates, CPU, log=log,
+                             checkpoint=checkpoint)
+
+    whole = grid(GridCheckpoint(tmp_path / "whole", "run"))
+
+    def stop_at_the_third_point(record):
+        if record["lr"] == 1e-11:
+            raise _Stop
+
+    cut = GridCheckpoint(tmp_path / "cut", "run")
+    with pytest.raises(_Stop):
+        grid(cut, stop_at_the_third_point)
+    kept, best, result = cut.load()
+    assert [p.lr for p in kept] == [1e-12, 0.05] and best == 1 and result.score == whole.result.score
+    built.clear()
+    resumed = grid(cut)
+    assert len(built) == 2  # the third point, then the kept best rebuilt from its weights
+    assert [(p.lr, p.score, p.best_epoch) for p in resumed.points] == \
+        [(p.lr, p.score, p.best_epoch) for p in whole.points]
+    assert (resumed.lr, resumed.result.dev_metrics) == (whole.lr, whole.result.dev_metrics)
+    torch.testing.assert_close(resumed.model.state_dict(), whole.model.state_dict())
+    assert GridCheckpoint(tmp_path / "cut", "another run").load() == ([], None, None)
+    cut.clear()
+    assert not (tmp_path / "cut").exists()
+
+
+def test_a_restarted_log_keeps_the_epochs_of_the_kept_points(tmp_path):
+    path = tmp_path / "seed0.jsonl"
+    for lr in (0.1, 0.1, 0.2):
+        append_jsonl(path, {"lr": lr, "encoder_lr": None, "epoch": 1})
+    path.write_text(path.read_text() + '{"lr": 0.3, "enc')  # the torn line of a killed run
+    kept = [SimpleNamespace(lr=0.1, encoder_lr=None)]
+    restart_log(path, kept)
+    assert [json.loads(line)["lr"] for line in path.read_text().splitlines()] == [0.1, 0.1]
+    restart_log(path, [])
+    assert not path.exists()
 
 
 def test_fresh_models_hands_over_the_first_model_once():
@@ -330,6 +389,32 @@ def test_teacher_cap_trains_the_teacher_on_fewer_rows_and_scores_all(tmp_path, t
     messages: list[str] = []
     seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
     assert messages == ["MRPC: fine-tuning the teacher (seed 0)"] and rates["lr"] == 1e-3
+
+
+def test_the_seed0_teacher_keeps_its_finished_grid_points_across_a_stop(tmp_path, tiny_teacher_dir,
+                                                                         monkeypatch):
+    config = tiny_config(tmp_path, tiny_teacher_dir, teacher_lr_grid=[1e-4, 3e-5])
+    data = load_task("MRPC", FIXTURES)
+    real, trained = finetune_module.finetune, []
+
+    def finetune_or_stop(model, task, train, dev, settings, *args, **kwargs):
+        trained.append(settings.encoder_lr)
+        if stop and settings.encoder_lr == 3e-5:
+            raise _Stop
+        return real(model, task, train, dev, settings, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "finetune", finetune_or_stop)
+    stop = True
+    with pytest.raises(_Stop):
+        seed0_teacher(config.builder, config.recipe, data, data.train, CPU, lambda m: None)
+    partial = config.out / FINETUNED_DIR / ".MRPC.partial"
+    assert (partial / "points.json").is_file() and (partial / "best.pt").is_file()
+    stop, messages = False, []
+    trained.clear()
+    _, _, rates = seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
+    assert trained == [3e-5] and [p["encoder_lr"] for p in rates["lr_grid"]] == [1e-4, 3e-5]
+    assert "MRPC: 1 grid point(s) of the teacher kept from an earlier run" in messages
+    assert not partial.exists() and (config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
 
 
 # -- reports ------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
+from evaluation import finetune as finetune_module
 from evaluation.run import weights_fingerprint
 from evaluation.systems import SystemSpec
 from tests.helpers import GLUE_FIXTURES, pipeline_main
@@ -45,6 +48,42 @@ def test_resume_keeps_finished_runs_and_retrains_the_rest(tmp_path, tiny_teacher
     code, _, err = pipeline_main(capsys, monkeypatch, *common, "--resume", "--head-hidden", "16")
     assert code == 0, err
     assert err.count("kept from") == 1  # seed 1 only
+
+
+class _Stop(BaseException):  # what a killed process is to the code: nothing catches it
+    pass
+
+
+def test_a_run_stopped_inside_its_grid_resumes_after_its_last_finished_point(
+        tmp_path, tiny_teacher_dir, capsys, monkeypatch):
+    common = ["glue-eval", "--glue-dir", GLUE_FIXTURES, "--tasks", "RTE", "--system", "scratch",
+              "--teacher", str(tiny_teacher_dir), "--epochs", "2", "--seeds", "1",
+              "--lr-grid", "3e-3,1e-4", "--head-hidden", "8", "--device", "cpu"]
+    code, _, err = pipeline_main(capsys, monkeypatch, *common, "--out", tmp_path / "whole")
+    assert code == 0, err
+    real, trained = finetune_module.finetune, []
+
+    def finetune(model, task, train, dev, settings, *args, **kwargs):
+        trained.append(settings.lr)
+        if stop and settings.lr == 1e-4:
+            raise _Stop
+        return real(model, task, train, dev, settings, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "finetune", finetune)
+    out, stop = tmp_path / "cut", True
+    with pytest.raises(_Stop):
+        pipeline_main(capsys, monkeypatch, *common, "--out", out)
+    partial = out / "partial" / "scratch" / "RTE" / "seed0"
+    assert [p["lr"] for p in json.loads((partial / "points.json").read_text())["points"]] == [3e-3]
+    trained.clear()
+    stop = False
+    code, _, err = pipeline_main(capsys, monkeypatch, *common, "--out", out, "--resume")
+    assert code == 0, err
+    assert trained == [1e-4]  # the first point was kept
+    assert scores(out) == scores(tmp_path / "whole")
+    assert not partial.exists()  # cleared once the run's record is written
+    logged = (out / "logs" / "scratch" / "RTE" / "seed0.jsonl").read_text().splitlines()
+    assert [json.loads(line)["lr"] for line in logged] == [3e-3, 3e-3, 1e-4, 1e-4]  # 2 epochs each
 
 
 def test_without_resume_every_run_is_trained_again(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
