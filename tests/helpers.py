@@ -326,3 +326,27 @@ def run_forked(argv: list[str], fault: Callable[[], None] | None = None) -> int:
         process.kill()
         pytest.fail("the forked run hung")
     return process.exitcode
+
+
+class Stop(BaseException):
+    """What a killed process is to the code: nothing catches it."""
+
+
+class StoppedFinetune:
+    """A stand-in for ``evaluation.finetune.finetune`` (monkeypatch it in) that records each grid
+    point's ``settings.<field>`` in ``trained`` and, while ``armed``, raises Stop at the point
+    where that field is ``at``: a run killed inside its learning-rate grid."""
+
+    def __init__(self, field: str, at: float):
+        from evaluation import finetune
+
+        self.real, self.field, self.at = finetune.finetune, field, at
+        self.trained: list[float] = []
+        self.armed = True
+
+    def __call__(self, model, task, train, dev, settings, *args, **kwargs):
+        value = getattr(settings, self.field)
+        self.trained.append(value)
+        if self.armed and value == self.at:
+            raise Stop
+        return self.real(model, task, train, dev, settings, *args, **kwargs)

@@ -48,6 +48,7 @@ from evaluation.run import kd_training_data, resolve_inputs
 from evaluation.systems import SystemSpec, parse_system
 from evaluation.systems import resolve_systems as resolve_specs
 from tests.helpers import GLUE_FIXTURES as FIXTURES
+from tests.helpers import Stop, StoppedFinetune
 
 CPU = torch.device("cpu")
 
@@ -136,10 +137,6 @@ def test_grid_keeps_the_dev_best_rate_and_records_every_point():
     assert settings.lr == TrainSettings().lr  # the caller's settings are not touched
 
 
-class _Stop(BaseException):  # what a killed process is to the code: nothing catches it
-    pass
-
-
 def test_a_grid_stopped_between_points_resumes_to_the_same_result(tmp_path):
     """The points finished before a stop are kept (their weights when best) and not trained
     again; the resumed grid ends with the uninterrupted grid's points, choice and weights."""
@@ -162,10 +159,10 @@ def test_a_grid_stopped_between_points_resumes_to_the_same_result(tmp_path):
 
     def stop_at_the_third_point(record):
         if record["lr"] == 1e-11:
-            raise _Stop
+            raise Stop
 
     cut = GridCheckpoint(tmp_path / "cut", "run")
-    with pytest.raises(_Stop):
+    with pytest.raises(Stop):
         grid(cut, stop_at_the_third_point)
     kept, best, result = cut.load()
     assert [p.lr for p in kept] == [1e-12, 0.05] and best == 1 and result.score == whole.result.score
@@ -395,24 +392,16 @@ def test_the_seed0_teacher_keeps_its_finished_grid_points_across_a_stop(tmp_path
                                                                          monkeypatch):
     config = tiny_config(tmp_path, tiny_teacher_dir, teacher_lr_grid=[1e-4, 3e-5])
     data = load_task("MRPC", FIXTURES)
-    real, trained = finetune_module.finetune, []
-
-    def finetune_or_stop(model, task, train, dev, settings, *args, **kwargs):
-        trained.append(settings.encoder_lr)
-        if stop and settings.encoder_lr == 3e-5:
-            raise _Stop
-        return real(model, task, train, dev, settings, *args, **kwargs)
-
-    monkeypatch.setattr(finetune_module, "finetune", finetune_or_stop)
-    stop = True
-    with pytest.raises(_Stop):
+    finetune = StoppedFinetune("encoder_lr", at=3e-5)
+    monkeypatch.setattr(finetune_module, "finetune", finetune)
+    with pytest.raises(Stop):
         seed0_teacher(config.builder, config.recipe, data, data.train, CPU, lambda m: None)
     partial = config.out / FINETUNED_DIR / ".MRPC.partial"
     assert (partial / "points.json").is_file() and (partial / "best.pt").is_file()
-    stop, messages = False, []
-    trained.clear()
+    finetune.armed, messages = False, []
+    finetune.trained.clear()
     _, _, rates = seed0_teacher(config.builder, config.recipe, data, data.train, CPU, messages.append)
-    assert trained == [3e-5] and [p["encoder_lr"] for p in rates["lr_grid"]] == [1e-4, 3e-5]
+    assert finetune.trained == [3e-5] and [p["encoder_lr"] for p in rates["lr_grid"]] == [1e-4, 3e-5]
     assert "MRPC: 1 grid point(s) of the teacher kept from an earlier run" in messages
     assert not partial.exists() and (config.out / FINETUNED_DIR / "MRPC" / "glue_model.json").is_file()
 

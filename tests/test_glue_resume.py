@@ -10,7 +10,7 @@ import pytest
 from evaluation import finetune as finetune_module
 from evaluation.run import weights_fingerprint
 from evaluation.systems import SystemSpec
-from tests.helpers import GLUE_FIXTURES, pipeline_main
+from tests.helpers import GLUE_FIXTURES, Stop, StoppedFinetune, pipeline_main
 
 
 def scores(out):
@@ -50,10 +50,6 @@ def test_resume_keeps_finished_runs_and_retrains_the_rest(tmp_path, tiny_teacher
     assert err.count("kept from") == 1  # seed 1 only
 
 
-class _Stop(BaseException):  # what a killed process is to the code: nothing catches it
-    pass
-
-
 def test_a_run_stopped_inside_its_grid_resumes_after_its_last_finished_point(
         tmp_path, tiny_teacher_dir, capsys, monkeypatch):
     common = ["glue-eval", "--glue-dir", GLUE_FIXTURES, "--tasks", "RTE", "--system", "scratch",
@@ -61,25 +57,18 @@ def test_a_run_stopped_inside_its_grid_resumes_after_its_last_finished_point(
               "--lr-grid", "3e-3,1e-4", "--head-hidden", "8", "--device", "cpu"]
     code, _, err = pipeline_main(capsys, monkeypatch, *common, "--out", tmp_path / "whole")
     assert code == 0, err
-    real, trained = finetune_module.finetune, []
-
-    def finetune(model, task, train, dev, settings, *args, **kwargs):
-        trained.append(settings.lr)
-        if stop and settings.lr == 1e-4:
-            raise _Stop
-        return real(model, task, train, dev, settings, *args, **kwargs)
-
+    finetune = StoppedFinetune("lr", at=1e-4)
     monkeypatch.setattr(finetune_module, "finetune", finetune)
-    out, stop = tmp_path / "cut", True
-    with pytest.raises(_Stop):
+    out = tmp_path / "cut"
+    with pytest.raises(Stop):
         pipeline_main(capsys, monkeypatch, *common, "--out", out)
     partial = out / "partial" / "scratch" / "RTE" / "seed0"
     assert [p["lr"] for p in json.loads((partial / "points.json").read_text())["points"]] == [3e-3]
-    trained.clear()
-    stop = False
+    finetune.trained.clear()
+    finetune.armed = False
     code, _, err = pipeline_main(capsys, monkeypatch, *common, "--out", out, "--resume")
     assert code == 0, err
-    assert trained == [1e-4]  # the first point was kept
+    assert finetune.trained == [1e-4]  # the first point was kept
     assert scores(out) == scores(tmp_path / "whole")
     assert not partial.exists()  # cleared once the run's record is written
     logged = (out / "logs" / "scratch" / "RTE" / "seed0.jsonl").read_text().splitlines()
