@@ -7,8 +7,8 @@
 #
 #   bash benchmarks/scale_study.sh encode                # both cores (torchrun, one thread a rank)
 #   bash benchmarks/scale_study.sh extend N DIR          # the next N sentences of the same corpus
-#       into RUN/DIR (RUN/shards excluded: its continuation; the lanes' ranks as encode's), then
-#       SHARDS="$RUN/shards $RUN/DIR" makes train's sizes prefixes of both
+#       into RUN/DIR (the SHARDS directories excluded: their continuation; the lanes' ranks as
+#       encode's), then SHARDS="$RUN/shards $RUN/DIR" makes train's sizes prefixes of all
 #   bash benchmarks/scale_study.sh train 300000          # one lane (one thread)
 #   bash benchmarks/scale_study.sh train 1000000 NAME OPTIONS...  # a recipe: NAME and its options,
 #       e.g. train 1000000 trained-emb --train-embeddings
@@ -54,7 +54,8 @@ encode)
 extend)
     n=${2:?extend N DIR}; dir=${3:?extend N DIR}
     [ -f "$RUN/$dir/manifest.json" ] && { echo "encoded: $RUN/$dir"; exit 0; }
-    timed "encode-$dir" "$RANKS" encode "$RUN/$dir" "$n" --exclude "$RUN/shards"
+    excluded=(); for done_dir in $SHARDS; do excluded+=(--exclude "$done_dir"); done
+    timed "encode-$dir" "$RANKS" encode "$RUN/$dir" "$n" "${excluded[@]}"
     ;;
 train)
     size=${2:?train SIZE}; name=${3:-default}; shift $(( $# < 3 ? $# : 3 ))

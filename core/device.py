@@ -63,7 +63,14 @@ def precision_context(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=_HALF[precision])
 
 
-def autocast_context(device: torch.device):
-    """Training and inference at the device's "auto" precision: bf16 (or fp16) autocast on
-    CUDA; nothing on CPU, where fp32 is both exact and fast."""
-    return precision_context(resolve_precision("auto", device), device)
+def autocast_context(device: torch.device, precision: str | None = None):
+    """Training and inference at ``precision`` (a resolved one), or with None at the device's
+    "auto" precision: bf16 (or fp16) autocast on CUDA; nothing on CPU, where fp32 is exact."""
+    return precision_context(precision or resolve_precision("auto", device), device)
+
+
+def precision_override(precision: str, device: torch.device) -> str | None:
+    """``precision`` resolved on ``device``, or None where it is the device's "auto" one: a run
+    at its device's own precision keeps the identity it had before precisions could be chosen."""
+    resolved = resolve_precision(precision, device)
+    return None if resolved == resolve_precision("auto", device) else resolved

@@ -55,6 +55,7 @@ class EvalConfig:
     zero_shot: bool = False  # only the STS-B zero-shot check, no fine-tuning
     resume: bool = False  # keep the runs recorded under OUT/records/ whose inputs are unchanged
     device: str = "auto"
+    precision: str = "auto"  # the fine-tuning steps' (core.device.PRECISIONS); auto: the device's
     command: str = ""
 
     def __post_init__(self) -> None:

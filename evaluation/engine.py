@@ -69,8 +69,9 @@ class RunRecord:
     train_seconds: float | None = None
     seconds: float | None = None
     history: list[dict] | None = None
+    precision: str | None = None  # the training steps' where it was not the device's own
 
-    OPTIONAL = ("task", "train_rows", "train_seconds", "seconds", "history")
+    OPTIONAL = ("task", "train_rows", "train_seconds", "seconds", "history", "precision")
 
     @classmethod
     def of(cls, spec: SystemSpec, seed: int, fitted: Fitted, **extra) -> RunRecord:

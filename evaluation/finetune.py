@@ -48,6 +48,16 @@ class TrainSettings:
     patience: int = 2
     kd_alpha: float = 0.5  # weight of the hard-label loss when teacher logits are given
     seed: int = 0
+    # the training steps' autocast (core.device.precision_override): None is the device's own
+    # (fp32 on CPU, bf16 or fp16 on CUDA); "bf16" on a CPU with bf16 instructions is ~2x faster
+    # for a transformer. Prediction (dev scores, logits) stays at the device's own precision.
+    precision: str | None = None
+
+    def identity(self, *left_out: str) -> dict:
+        """The settings that decide a run's result, less ``left_out``. ``precision`` counts only
+        when one was chosen, so runs at the device's own keep the keys they had before."""
+        return {k: v for k, v in vars(self).items()
+                if k not in left_out and not (k == "precision" and v is None)}
 
 
 @dataclass
@@ -282,8 +292,10 @@ def _optim_step(model: TaskModel, settings: TrainSettings, steps: int,
     # fused: one kernel for all tensors, a faster optimizer step (on CPU too)
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay, fused=True)
     warmup = max(1, int(settings.warmup * steps))
+    # a chosen precision says whether it needs loss scaling (fp16); None: the device's own does
+    scaling = None if settings.precision is None else settings.precision == "fp16"
     return OptimStep(optimizer, lambda step, peak: warmup_linear_lr(step, steps, peak, warmup),
-                     device, model.parameters(), settings.grad_clip)
+                     device, model.parameters(), settings.grad_clip, scaling)
 
 
 def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimStep,
@@ -294,7 +306,7 @@ def _train_epoch(model, task, train, settings, device, rng, optim_step: OptimSte
     order = batches(rng.permutation(len(train)), settings.batch_size)
     for step, rows in enumerate(order, start=first_step):
         ids, lengths = _collate(train, rows, model.backbone.pad_id)
-        with autocast_context(device):
+        with autocast_context(device, settings.precision):
             outputs = model(ids.to(device), lengths)  # (B, C)
         loss = task_loss(task, outputs.float(), train, rows, settings.kd_alpha, device)
         optim_step(loss, step)

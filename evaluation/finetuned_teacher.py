@@ -86,8 +86,7 @@ def base_teacher_source(builder: Builder, recipe: Recipe, data: TaskData, train:
     """What determines the seed-0 fine-tuned teacher: base weights, settings, data."""
     base = teacher_spec(builder.teacher)  # loaded and hashed once per process, not per task
     # kd_alpha only weighs the students' losses: changing it must not re-train the teacher
-    settings = {k: v for k, v in vars(recipe.settings(teacher=True, seed=TEACHER_SEED)).items()
-                if k not in ("kd_alpha", "lr", "encoder_lr")}
+    settings = recipe.settings(teacher=True, seed=TEACHER_SEED).identity("kd_alpha", "lr", "encoder_lr")
     settings["grid"] = recipe.grid.points(teacher=True)
     return {"base": base.name, "fingerprint": base.teacher_fingerprint, "settings": settings,
             "head_hidden": builder.head.hidden, "dropout": builder.head.dropout,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from core.device import resolve_device
+from core.device import precision_override, resolve_device
 from core.distributed import LONG_WAIT, DistContext, init_distributed
 from core.errors import UserError
 from core.io import atomic_write_json, fingerprint
@@ -144,6 +144,8 @@ def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalRes
     tasks = inputs.evaluated
     first = load_task(tasks[0], config.glue_dir, with_test=with_test)
     device = resolve_device(ctx.device(config.device))
+    config.recipe = dataclasses.replace(config.recipe,
+                                        precision=precision_override(config.precision, device))
     _prepare_out(config, inputs, ctx)
     runs: list[dict] = []
     zero_shot: dict[str, float] = {}
@@ -304,6 +306,7 @@ def run_one(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConfig,
             write_submission(folder, task, stem, split, outputs)
     record = RunRecord.of(
         spec, seed, fitted, task=task.name, train_rows=len(rows.train),
+        precision=config.recipe.precision,
         # every grid point's epochs, also when the seed-0 teacher was reused from an earlier run
         train_seconds=round(sum(point["seconds"] for point in fitted.rates["lr_grid"]), 2),
         seconds=round(time.perf_counter() - started, 2)).to_dict()
@@ -321,8 +324,8 @@ def run_source(spec: SystemSpec, rows: TrainingData, seed: int, config: EvalConf
     """What determines one run's record: the system's weights, the settings, the rates tried,
     the data and (for +kd) the teacher's logits. Not the number of seeds or systems asked for."""
     teacher = spec.kind == "teacher"
-    settings = {k: v for k, v in vars(config.recipe.settings(teacher, seed)).items()
-                if k not in ("lr", "encoder_lr") and (spec.kd or k != "kd_alpha")}
+    settings = config.recipe.settings(teacher, seed).identity(
+        "lr", "encoder_lr", *(() if spec.kd else ("kd_alpha",)))
     targets = rows.targets
     return {
         "system": spec.label,

@@ -97,6 +97,9 @@ class Recipe:
     patience: int = TrainSettings.patience
     kd_alpha: float = TrainSettings.kd_alpha
     grid: RateGrid = field(default_factory=RateGrid)
+    # the training steps' precision where it is not the device's own (set once the device is
+    # known: core.device.precision_override)
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -115,4 +118,5 @@ class Recipe:
             patience=self.patience,
             kd_alpha=self.kd_alpha,
             seed=seed,
+            precision=self.precision,
         )

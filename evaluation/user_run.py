@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from core.device import resolve_device
+from core.device import precision_override, resolve_device
 from core.errors import UserError
 from core.progress import log as _log
 from data.augment import AUTO as AUGMENT_AUTO
@@ -101,6 +101,7 @@ class FinetuneConfig:
     cache_dir: Path | None = None  # None: OUT.cache (fine-tuned teacher for auto, model2vec)
     kd_cache: Path | None = None  # the kd-logit cache root (None: CACHE_DIR/kd-cache)
     device: str = "auto"
+    precision: str = "auto"  # the fine-tuning steps' (core.device.PRECISIONS); auto: the device's
     command: str = ""
 
     def __post_init__(self) -> None:
@@ -160,6 +161,8 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
     dev_source = config.dev or f"{config.dev_fraction:g} of {config.train.name}, seed {SPLIT_SEED}"
     _describe(data, train, dev_source)
     device = resolve_device(config.device)
+    config.recipe = dataclasses.replace(config.recipe,
+                                        precision=precision_override(config.precision, device))
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     plain = TrainingData(data, train)
     taught = distillation_data(config, data, train, device) if any(s.kd for s in specs) else None
@@ -219,7 +222,8 @@ def _fit_all(specs: list[SystemSpec], taught: TrainingData | None, plain: Traini
             fitted = fit(spec, taught if spec.kd else plain, seed, config.recipe, config.builder,
                          device)
             result = fitted.result
-            record = RunRecord.of(spec, seed, fitted, history=result.history).to_dict()
+            record = RunRecord.of(spec, seed, fitted, history=result.history,
+                                  precision=config.recipe.precision).to_dict()
             runs.append(record)
             _log(f"{spec.label} seed {seed}: dev score {result.score:.2f} "
                  f"({_metrics_text(result.dev_metrics)}; lr {record['lr']:g}, epoch {result.best_epoch})")

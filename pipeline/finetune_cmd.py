@@ -11,7 +11,7 @@ import click
 from data.augment import AUTO_MAX_VARIANTS, AUTO_TRANSFER_ROWS
 from evaluation.backbones import TEACHER_PAIRS
 from evaluation.user_run import FinetuneConfig, PredictConfig, run_finetune, run_predict
-from pipeline.options import default, device_option, rates_text
+from pipeline.options import default, device_option, precision_option, rates_text
 
 F = FinetuneConfig
 P = PredictConfig
@@ -79,6 +79,7 @@ P = PredictConfig
 @click.option("--kd-cache", type=click.Path(path_type=Path), default=None,
               help="Where the KD teacher's logits are cached (glue-eval's format; share it "
                    "across runs) [default: CACHE_DIR/kd-cache].")
+@precision_option(F)
 @device_option(F)
 def finetune(**options):
     """Fine-tune a student (and compare systems) on your own labelled data; save a classifier."""

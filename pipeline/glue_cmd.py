@@ -14,7 +14,7 @@ from evaluation.backbones import TEACHER_PAIRS
 from evaluation.config import EvalConfig
 from evaluation.run import run_glue_eval
 from evaluation.systems import BASELINES
-from pipeline.options import default, device_option, rates_text
+from pipeline.options import default, device_option, precision_option, rates_text
 
 
 def _default(name: str):
@@ -108,11 +108,12 @@ def _split_commas(values: tuple[str, ...]) -> list[str]:
               help="Keep every finished fine-tuning run recorded under OUT/records/ whose system "
                    "weights, settings and data are unchanged, and train only the rest (rerun the "
                    "same command after a stop).")
+@precision_option(EvalConfig)
 @device_option(EvalConfig)
 def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, teacher_pairs, kd_teacher, kd_alpha,
               augment, kd_cache, seeds, teacher_seeds, grid_seeds, epochs, patience, batch_size,
               lr_grid, teacher_lr_grid, teacher_head_lr, head_hidden, dropout, max_train_samples,
-              teacher_max_train_samples, probe, predict_test, zero_shot, resume, device):
+              teacher_max_train_samples, probe, predict_test, zero_shot, resume, precision, device):
     """Fine-tune and score students, baselines and the teacher on GLUE (dev sets).
 
     Bare, it scores every student under students/ against scratch, model2vec and the teacher,
@@ -130,7 +131,7 @@ def glue_eval(systems, students_dir, tasks, glue_dir, hub, out, teacher, teacher
         teacher_head_lr=teacher_head_lr, head_hidden=head_hidden, dropout=dropout,
         max_train_samples=max_train_samples, teacher_max_train_samples=teacher_max_train_samples,
         probe=probe, predict_test=predict_test, zero_shot=zero_shot, resume=resume, device=device,
-        command=shlex.join(["pipeline", *sys.argv[1:]]),
+        precision=precision, command=shlex.join(["pipeline", *sys.argv[1:]]),
     )
     result = run_glue_eval(config)
     if result.rank == 0:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from core.device import PRECISIONS
-from pipeline.options import default, device_option, progress_option
+from pipeline.options import default, device_option, precision_option, progress_option
 from student.config import INIT_EMBEDDINGS, POOLINGS, EmbedConfig, TrainConfig
 
 
@@ -84,10 +83,11 @@ def _weights(ctx, param, value: str | None) -> list[float] | None:
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in OUT.")
 @click.option("--verify", type=click.Choice(["cheap", "full"]), default=_default("verify"),
               help="cheap: sizes at start, sha256 when a shard is first read; full: all up front.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=_default("precision"),
-              help="Arithmetic of the training steps. auto: fp32 on CPU, bf16 (fp16 where "
-                   "unsupported) on CUDA; bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX) "
-                   "makes a step about 1.5x faster, the weights and held-out scores staying fp32.")
+@precision_option(
+    TrainConfig,
+    help="Arithmetic of the training steps. auto: fp32 on CPU, bf16 (fp16 where unsupported) on "
+         "CUDA; bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX) makes a step about 1.5x "
+         "faster, the weights and held-out scores staying fp32.")
 @device_option(TrainConfig)
 @progress_option(TrainConfig)
 @click.pass_context

@@ -2,7 +2,9 @@
 bf16`) is measured against the same teacher in fp32, written in the manifest and part of the
 vectors' space; fp32 teachers, and everything keyed by their identity, are as they were before
 precisions existed. bf16 training steps (`train-student --precision bf16`) keep fp32 weights and
-are a setting a checkpoint resumes only with."""
+are a setting a checkpoint resumes only with. bf16 fine-tuning steps (`glue-eval`/`finetune
+--precision bf16`) score dev in fp32 and make runs of their own; runs at the device's precision keep
+their fingerprints."""
 
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ from safetensors.numpy import load_file
 
 from cache_tools.format import MANIFEST_NAME
 from cache_tools.manifest import read_manifest
-from core.device import precision_context, resolve_precision
+from core.device import precision_context, precision_override, resolve_precision
 from core.errors import UserError
 from core.teacher import Teacher, TeacherSpec
 from encoding.config import EncodeConfig
+from evaluation.finetune import TrainSettings
+from evaluation.heads import TaskModel
 from pipeline.cli import cli
-from tests.helpers import assert_one_line_error, pipeline_main
+from tests.helpers import GLUE_FIXTURES, assert_one_line_error, pipeline_main
 
 CPU = torch.device("cpu")
 
@@ -135,3 +139,65 @@ def test_bf16_training_steps_keep_fp32_weights_and_resume_only_in_bf16(tmp_path,
     code, _, err = _train(capsys, monkeypatch, tiny_shards, tmp_path / "fp16", "--max-steps", "1",
                           "--precision", "fp16")
     assert_one_line_error(code, err, "fp16 runs on CUDA only")
+
+
+# --- fine-tuning (glue-eval, finetune): bf16 training steps, fp32 predictions ---
+
+def _glue(out, teacher_dir, *extra):
+    return ["glue-eval", "--glue-dir", GLUE_FIXTURES, "--tasks", "RTE", "--teacher", str(teacher_dir),
+            "--epochs", "1", "--lr-grid", "1e-3", "--teacher-lr-grid", "1e-4", "--head-hidden", "8",
+            "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_a_run_at_the_devices_precision_keeps_the_settings_it_had():
+    # the fingerprints of every record and fine-tuned teacher made before precisions existed
+    assert list(TrainSettings().identity("lr", "encoder_lr")) == [
+        "epochs", "batch_size", "weight_decay", "warmup", "grad_clip", "patience", "kd_alpha", "seed"]
+    assert TrainSettings(precision="bf16").identity()["precision"] == "bf16"
+    assert precision_override("auto", CPU) is None and precision_override("fp32", CPU) is None
+    assert precision_override("bf16", CPU) == "bf16"
+
+
+def test_bf16_fine_tuning_trains_in_bf16_and_scores_in_fp32(tmp_path, tiny_teacher_dir, capsys,
+                                                            monkeypatch):
+    seen = []
+    forward = TaskModel.forward
+
+    def watched(self, ids, lengths):
+        seen.append((self.training, torch.is_autocast_enabled("cpu")))
+        return forward(self, ids, lengths)
+
+    monkeypatch.setattr(TaskModel, "forward", watched)
+    out = tmp_path / "out"
+    code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, "--system",
+                                                             "scratch", "--precision", "bf16"))
+    assert code == 0, err
+    assert {autocast for training, autocast in seen if training} == {True}
+    assert {autocast for training, autocast in seen if not training} == {False}  # dev scores
+    record = json.loads((out / "runs.jsonl").read_text().splitlines()[0])
+    assert record["precision"] == "bf16"
+
+
+def test_a_bf16_fine_tuning_run_is_a_run_of_its_own(tmp_path, tiny_teacher_dir, capsys, monkeypatch):
+    out = tmp_path / "out"
+    systems = ("--system", "teacher", "--system", "scratch")
+    code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems))
+    assert code == 0, err
+    assert all("precision" not in json.loads(line) for line in (out / "runs.jsonl").open())
+    code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems,
+                                                             "--resume", "--precision", "bf16"))
+    assert code == 0, err
+    assert "kept from" not in err and "fine-tuning the teacher" in err  # nothing taken from fp32
+    code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems,
+                                                             "--resume", "--precision", "bf16"))
+    assert code == 0, err
+    assert err.count("kept from") == 2  # bf16 resumes bf16
+
+
+def test_fp16_fine_tuning_on_the_cpu_is_a_one_line_error(tmp_path, tiny_teacher_dir, capsys,
+                                                         monkeypatch):
+    out = tmp_path / "out"
+    code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, "--system",
+                                                             "scratch", "--precision", "fp16"))
+    assert_one_line_error(code, err, "fp16 runs on CUDA only", after_log=True)
+    assert not (out / "runs.jsonl").exists()
