@@ -3,7 +3,8 @@
 Reads RUN/students/<NAME>-<SIZE>/training_summary.json (held-out and out-of-domain cosine),
 RUN/probe/<NAME>-<SIZE>/<TASK>/probe.json (frozen probes), RUN/stage_seconds.tsv (wall, user and
 system seconds of every step) and RUN/shards/manifest.json; writes summary.json (the figures of the
-default recipe by size), scale.md (every student: sizes and recipes) and scaling.png.
+recipe named by --series by size, the default one unless told), scale.md (every student: sizes
+and recipes) and scaling.png.
 
 A point's CPU hours are its training's user+system time, its probes', and its share of the encode
 (the encode's CPU time times the rows it trained on over the rows encoded). The corpus may have
@@ -12,7 +13,7 @@ a directory's encode time is the sum of its shards' timed receipts (a pass resum
 sessions included; shards written before timings existed count at the timed ones' rate per row),
 else its step in stage_seconds.tsv (`encode`, `encode-DIR`).
 
-    python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale]
+    python benchmarks/scale_summary.py --run RUN [--out benchmarks/results/scale] [--series NAME]
         [--encode-json benchmarks/results/scale/encode_throughput.json] [--glue ROW=PATTERN ...]
         [--partial-cpu NAME-SIZE=STEPS ...]
 """
@@ -128,24 +129,46 @@ def write_table(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(lines + ([""] + notes if notes else [])) + "\n")
 
 
+def summary_of(rows: list[dict], series: str, glue: dict, encode: dict) -> dict:
+    """summary.json: the figures of the ``series`` recipe by size (the study's curve), the fine-tuned
+    rows, the encode's speed and fidelity, and every student of the run."""
+    points = [r for r in rows if r["name"] == series]
+    return {
+        "series": series,
+        "sizes": [r["train_rows"] for r in points],
+        "heldout_cosine": [r["heldout_cosine"] for r in points],
+        "ood_cosine": [r["ood_cosine"] for r in points],
+        "probe_avg": [r["probe_avg"] for r in points],
+        "cpu_hours": [r["cpu_hours"] for r in points],
+        "glue": glue,
+        "encode_vs_st": encode.get("onnx_vs_st"),
+        "encode_min_cosine": encode.get("onnx_min_cosine"),
+        # `encode --teacher-precision bf16`, when measured: faster, other vectors (not the study's)
+        "encode_bf16_vs_st": encode.get("bf16_vs_st"),
+        "encode_bf16_min_cosine": encode.get("bf16_min_cosine"),
+        "students": rows,
+    }
+
+
 def plot(series: list[dict], others: list[dict], path: Path) -> None:
-    """The default recipe's curve by size; every other recipe as a dashed curve of its own points."""
+    """The series recipe's curve by size; every other recipe as a dashed curve of its own points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = [r["train_rows"] for r in series]
+    name = series[0]["name"]
     fig, (agree, probe) = plt.subplots(1, 2, figsize=(10, 4))
-    agree.plot(sizes, [r["heldout_cosine"] for r in series], "o-", label="default, held out (Wikipedia)")
-    agree.plot(sizes, [r["ood_cosine"] for r in series], "s-", label="default, out of domain (GLUE dev)")
+    agree.plot(sizes, [r["heldout_cosine"] for r in series], "o-", label=f"{name}, held out (Wikipedia)")
+    agree.plot(sizes, [r["ood_cosine"] for r in series], "s-", label=f"{name}, out of domain (GLUE dev)")
     agree.axhline(0.90, ls=":", c="C0", lw=1)
     agree.axhline(0.85, ls=":", c="C1", lw=1)
     agree.set(xscale="log", xlabel="training sentences (one pass)", ylabel="cosine to the teacher",
               title="Agreement with the teacher")
     points = [(r["train_rows"], r["probe_avg"]) for r in series if r["probe_avg"] is not None]
     if points:
-        probe.plot(*zip(*points), "o-", c="C2", label="default")
+        probe.plot(*zip(*points), "o-", c="C2", label=name)
     recipes: dict[str, list[dict]] = {}  # other recipes: one curve (colour, legend entry) each
     for r in sorted(others, key=lambda r: r["train_rows"]):
         recipes.setdefault(r["name"], []).append(r)
@@ -194,6 +217,9 @@ def main() -> None:
     parser.add_argument("--partial-cpu", action="append", default=[], metavar="NAME-SIZE=STEPS",
                         help="a student whose recorded training time covers only its last STEPS "
                              "steps (the first part killed unrecorded): extrapolated, and marked")
+    parser.add_argument("--series", default="default",
+                        help="the recipe whose points are summary.json's curve and the chart's "
+                             "solid one (e.g. trained-emb, the recipe at scale)")
     parser.add_argument("--glue", action="append", default=[], metavar="ROW=PATTERN",
                         help="a fine-tuned row: ROW=DIR with {task} in DIR (repeatable), e.g. "
                              "student=RUN/glue/{task}/wiki600k")
@@ -201,22 +227,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = {label: int(steps) for label, _, steps in (p.partition("=") for p in args.partial_cpu)}
     rows = students(args.run, partial)
-    series = [r for r in rows if r["name"] == "default"]
+    series = [r for r in rows if r["name"] == args.series]
     encode = json.loads(args.encode_json.read_text()) if args.encode_json else {}
-    summary = {
-        "sizes": [r["train_rows"] for r in series],
-        "heldout_cosine": [r["heldout_cosine"] for r in series],
-        "ood_cosine": [r["ood_cosine"] for r in series],
-        "probe_avg": [r["probe_avg"] for r in series],
-        "cpu_hours": [r["cpu_hours"] for r in series],
-        "glue": glue_rows(args.glue),
-        "encode_vs_st": encode.get("onnx_vs_st"),
-        "encode_min_cosine": encode.get("onnx_min_cosine"),
-        # `encode --teacher-precision bf16`, when measured: faster, other vectors (not the study's)
-        "encode_bf16_vs_st": encode.get("bf16_vs_st"),
-        "encode_bf16_min_cosine": encode.get("bf16_min_cosine"),
-        "students": rows,
-    }
+    summary = summary_of(rows, args.series, glue_rows(args.glue), encode)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_table(rows, args.out / "scale.md")
     if summary["glue"]:
@@ -224,7 +237,7 @@ def main() -> None:
             table.write("\nFine-tuned (dev, x100, mean ± std over 3 seeds):\n\n"
                         + "\n".join(glue_table(summary["glue"])) + "\n")
     if series:
-        plot(series, [r for r in rows if r["name"] != "default"], args.out / "scaling.png")
+        plot(series, [r for r in rows if r["name"] != args.series], args.out / "scaling.png")
     for name in (STAGES_FILE, "commits.txt"):
         if (args.run / name).is_file():
             shutil.copy(args.run / name, args.out / name)

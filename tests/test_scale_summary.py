@@ -49,3 +49,17 @@ def test_a_grown_corpus_costs_each_directory_at_its_own_rate(tmp_path):
     assert share(costs, 1000) == pytest.approx(100.0)
     assert share(costs, 2500) == pytest.approx(100.0 + 135.0 / 2)
     assert share(costs, 4500) == pytest.approx(240.0)
+
+
+def test_the_summary_curve_is_the_named_recipe():
+    def point(name, size, cosine):
+        return {"name": name, "size": size, "train_rows": size, "heldout_cosine": cosine,
+                "ood_cosine": cosine - 0.05, "probe_avg": 50.0, "cpu_hours": size / 1e6}
+
+    rows = [point("default", 1000, 0.8), point("trained-emb", 1000, 0.85),
+            point("trained-emb", 3000, 0.9)]
+    summary = scale_summary.summary_of(rows, "trained-emb", {}, {"onnx_vs_st": 1.6})
+    assert summary["series"] == "trained-emb"
+    assert summary["sizes"] == [1000, 3000] and summary["heldout_cosine"] == [0.85, 0.9]
+    assert summary["students"] == rows and summary["encode_vs_st"] == 1.6
+    assert scale_summary.summary_of(rows, "default", {}, {})["sizes"] == [1000]
