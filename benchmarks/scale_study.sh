@@ -54,7 +54,8 @@ encode)
 extend)
     n=${2:?extend N DIR}; dir=${3:?extend N DIR}
     [ -f "$RUN/$dir/manifest.json" ] && { echo "encoded: $RUN/$dir"; exit 0; }
-    excluded=(); for done_dir in $SHARDS; do excluded+=(--exclude "$done_dir"); done
+    excluded=()  # the directories it continues (SHARDS may list the new one too: not itself)
+    for done_dir in $SHARDS; do [ "$done_dir" = "$RUN/$dir" ] || excluded+=(--exclude "$done_dir"); done
     timed "encode-$dir" "$RANKS" encode "$RUN/$dir" "$n" "${excluded[@]}"
     ;;
 train)

@@ -33,8 +33,9 @@ FINETUNE_PRECISION_HELP = (
     "Arithmetic of the fine-tuning steps. auto: fp32 on CPU, bf16 (fp16 where unsupported) on "
     "CUDA; bf16 on a CPU with bf16 instructions (AVX512-BF16, AMX) trains a transformer teacher "
     "about 1.6-1.8x faster, a BiLSTM about 1.4x. Dev scores and teacher logits are computed at "
-    "the device's own precision; a run at another precision is a run of its own (--resume never "
-    "mixes the two).")
+    "the device's own precision. A run at another precision than its device's own is a run of its "
+    "own (--resume never takes one for the other on the same kind of device; it replaces the other "
+    "in OUT: use another --out to keep both).")
 
 
 def precision_option(config_class: type, help: str = FINETUNE_PRECISION_HELP):

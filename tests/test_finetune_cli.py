@@ -150,6 +150,8 @@ def test_regression_from_tsv(tmp_path, capsys, monkeypatch, tiny_student_dir):
     ("text,label\nx,pos\ny,neg\n", ["--dev", "DEV"], ["'meh' not in the training file"]),
     ("text,other,label\nx,a,pos\ny,,neg\n", ["--text-pair-column", "other"],
      ["column 'other' has 1 empty cell"]),
+    ("text,label\n" + "".join(f"row {i},{('pos', 'neg')[i % 2]}\n" for i in range(20)),
+     ["--precision", "fp16"], ["fp16 runs on CUDA only"]),
 ])
 def test_bad_input_is_one_line_and_leaves_out_untouched(
         tmp_path, capsys, monkeypatch, tiny_student_dir, train, extra, fragments):
