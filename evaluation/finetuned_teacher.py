@@ -38,9 +38,10 @@ def split_fingerprint(split: GlueSplit) -> str:
 
 
 def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, key: str,
-                           result: FinetuneResult, rates: dict | None = None) -> None:
+                           result: FinetuneResult, rates: dict | None = None,
+                           precision: str | None = None) -> None:
     """The fine-tuned transformer and tokenizer (HF format), the head, what rebuilds them and
-    the fine-tuning result."""
+    the fine-tuning result; ``precision``: its training steps' where not the device's own."""
     backbone: TeacherBackbone = model.backbone
     meta = {
         "task": task.name,
@@ -52,6 +53,9 @@ def save_finetuned_teacher(model: TaskModel, task: GlueTask, directory: Path, ke
         "settings_fingerprint": key,
         "result": dataclasses.asdict(result),
         "rates": rates,  # the chosen learning rates and the grid's dev scores
+        # the fine-tuning steps' arithmetic, absent at the device's own ("precision" above is
+        # the base teacher's identity)
+        **({"train_precision": precision} if precision else {}),
     }
     with atomic_output(directory, directory=True) as building:  # all of it, or the old one
         with quiet_transformers():  # no "Writing model shards" bar at every save
@@ -135,6 +139,7 @@ def seed0_teacher(builder: Builder, recipe: Recipe, data: TaskData, train: GlueS
                          recipe.settings(teacher=True, seed=TEACHER_SEED), rates, device,
                          encoder_rates, log=lambda record: append_jsonl(log_path, record),
                          checkpoint=checkpoint)
-    save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates())
+    save_finetuned_teacher(grid.model, task, directory, key, grid.result, grid.rates(),
+                           recipe.precision)
     checkpoint.clear()
     return grid.model, grid.result, grid.rates()

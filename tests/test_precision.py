@@ -184,10 +184,13 @@ def test_a_bf16_fine_tuning_run_is_a_run_of_its_own(tmp_path, tiny_teacher_dir, 
     code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems))
     assert code == 0, err
     assert all("precision" not in json.loads(line) for line in (out / "runs.jsonl").open())
+    teacher_meta = out / "finetuned-teacher" / "RTE" / "glue_model.json"
+    assert "train_precision" not in json.loads(teacher_meta.read_text())
     code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems,
                                                              "--resume", "--precision", "bf16"))
     assert code == 0, err
     assert "kept from" not in err and "fine-tuning the teacher" in err  # nothing taken from fp32
+    assert json.loads(teacher_meta.read_text())["train_precision"] == "bf16"
     code, _, err = pipeline_main(capsys, monkeypatch, *_glue(out, tiny_teacher_dir, *systems,
                                                              "--resume", "--precision", "bf16"))
     assert code == 0, err
