@@ -18,7 +18,6 @@ ones; ``--json PATH`` writes the same figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.io import atomic_write_json  # noqa: E402
 from core.teacher import Teacher, default_teacher  # noqa: E402
 from data.corpus import CorpusConfig, CorpusReader  # noqa: E402
 
@@ -167,8 +167,7 @@ def main() -> None:
                "matmul_cpu_gflops": matmul_flops(config.hidden_size, config.intermediate_size) / 1e9}
     print_table(figures)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        atomic_write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.io import atomic_write_json  # noqa: E402
 from data.glue import load_task  # noqa: E402
 from evaluation.backbones import JOINT  # noqa: E402
 from evaluation.engine import training_subset  # noqa: E402
@@ -90,8 +90,7 @@ def main() -> None:
               f"{figures[f'{p}_dev_score']:.2f}")
     print(f"bf16 / fp32: {figures['bf16_vs_fp32']:.2f}x")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        atomic_write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ same batches, so the losses say whether bf16 trains the same student.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.io import atomic_write_json  # noqa: E402
 from student.config import TrainConfig  # noqa: E402
 from student.data import epoch_plan  # noqa: E402
 from student.train import Trainer  # noqa: E402
@@ -77,8 +77,7 @@ def main() -> None:
               f"loss after the last step {figures[f'{p}_last_loss']:.6f}")
     print(f"bf16 / fp32: {figures['bf16_vs_fp32']:.2f}x")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        atomic_write_json(args.json, figures)
 
 
 if __name__ == "__main__":
