@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from core.device import precision_override, resolve_device
+from core.device import resolve_device
 from core.distributed import LONG_WAIT, DistContext, init_distributed
 from core.errors import UserError
 from core.io import atomic_write_json, fingerprint
@@ -144,8 +144,7 @@ def run_glue_eval(config: EvalConfig, ctx: DistContext | None = None) -> EvalRes
     tasks = inputs.evaluated
     first = load_task(tasks[0], config.glue_dir, with_test=with_test)
     device = resolve_device(ctx.device(config.device))
-    config.recipe = dataclasses.replace(config.recipe,
-                                        precision=precision_override(config.precision, device))
+    config.recipe = config.recipe.at_precision(config.precision, device)
     _prepare_out(config, inputs, ctx)
     runs: list[dict] = []
     zero_shot: dict[str, float] = {}

@@ -6,12 +6,18 @@ used. No I/O here."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from core.device import precision_override
 from core.errors import UserError
 from evaluation.finetune import TrainSettings
+
+if TYPE_CHECKING:
+    import torch
 
 # Learning rates tried per system and task, the dev-best kept (BERT's paper: a small grid).
 LR_GRID = (1e-3, 3e-4, 1e-4)  # heads, and the whole model for the BiLSTM and static systems
@@ -98,7 +104,7 @@ class Recipe:
     kd_alpha: float = TrainSettings.kd_alpha
     grid: RateGrid = field(default_factory=RateGrid)
     # the training steps' precision where it is not the device's own (set once the device is
-    # known: core.device.precision_override)
+    # known: at_precision)
     precision: str | None = None
 
     def __post_init__(self) -> None:
@@ -107,6 +113,11 @@ class Recipe:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         if not 0.0 <= self.kd_alpha <= 1.0:
             raise UserError(f"--kd-alpha must be in [0, 1], got {self.kd_alpha}")
+
+    def at_precision(self, precision: str, device: torch.device) -> Recipe:
+        """This recipe with its training steps at ``precision`` (an option's value) resolved on
+        ``device``: set once the device is known; a UserError for one the device cannot run."""
+        return dataclasses.replace(self, precision=precision_override(precision, device))
 
     def settings(self, teacher: bool, seed: int) -> TrainSettings:
         """One run's settings before the grid sets its rates (the teacher's head rate is fixed)."""

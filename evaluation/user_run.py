@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from core.device import precision_override, resolve_device
+from core.device import resolve_device
 from core.errors import UserError
 from core.progress import log as _log
 from data.augment import AUTO as AUGMENT_AUTO
@@ -161,8 +161,7 @@ def run_finetune(config: FinetuneConfig) -> FinetuneOutcome:
     dev_source = config.dev or f"{config.dev_fraction:g} of {config.train.name}, seed {SPLIT_SEED}"
     _describe(data, train, dev_source)
     device = resolve_device(config.device)
-    config.recipe = dataclasses.replace(config.recipe,
-                                        precision=precision_override(config.precision, device))
+    config.recipe = config.recipe.at_precision(config.precision, device)
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     plain = TrainingData(data, train)
     taught = distillation_data(config, data, train, device) if any(s.kd for s in specs) else None
